@@ -1,0 +1,133 @@
+"""The HTTP adapter: every bad request becomes a problem response, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask
+import pytest
+from pydantic import BaseModel, Field
+
+from tests.conftest import Stack, AppUser
+from whatschat.api import Call, Reply, Router
+from whatschat.problems import CODES, Problem
+
+
+class Echo(BaseModel):
+    name: str = Field(min_length=1, max_length=10)
+    count: int = 1
+
+
+router = Router("echo")
+
+
+@router.route("POST", "/v1/echo/{item_id:int}", body=Echo, auth=False, status=201)
+def echo(call: Call[Echo, Any]) -> Reply:
+    return Reply({"id": call.path["item_id"], "name": call.body.name}, 201)
+
+
+@router.route("GET", "/v1/private", auth=True)
+def private(call: Call[Any, Any]) -> Reply:
+    return Reply({"user_id": call.user_id})
+
+
+@router.route("GET", "/v1/boom", auth=False)
+def boom(call: Call[Any, Any]) -> Reply:
+    raise RuntimeError("bug")
+
+
+@router.route("GET", "/v1/limited", auth=False)
+def limited(call: Call[Any, Any]) -> Reply:
+    raise Problem("rate-limited", retry_after=7)
+
+
+@pytest.fixture
+def client(stack: Stack) -> Any:
+    app = flask.Flask("echo")
+    app.add_url_rule(
+        "/<path:path>",
+        "all",
+        lambda path: router.handle(flask.request),
+        methods=["GET", "POST", "PUT"],
+    )
+    return app.test_client()
+
+
+def _problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.data
+    assert response.headers["Content-Type"] == "application/problem+json"
+    body: dict[str, Any] = response.get_json(force=True)
+    assert body["code"] == code and body["status"] == status and body["type"] == f"/problems/{code}"
+    return body
+
+
+def test_happy_path(client: Any) -> None:
+    response = client.post("/v1/echo/12", json={"name": "ann"})
+    assert response.status_code == 201
+    assert response.get_json() == {"id": 12, "name": "ann"}
+
+
+def test_malformed_json(client: Any) -> None:
+    response = client.post("/v1/echo/1", data=b"{nope", content_type="application/json")
+    _problem(response, 400, "malformed-request")
+
+
+def test_wrong_content_type(client: Any) -> None:
+    _problem(client.post("/v1/echo/1", data="name=a"), 415, "unsupported-media-type")
+
+
+def test_oversized_body(client: Any) -> None:
+    big = b'{"name": "' + b"a" * 70_000 + b'"}'
+    _problem(
+        client.post("/v1/echo/1", data=big, content_type="application/json"),
+        413,
+        "payload-too-large",
+    )
+
+
+def test_validation_lists_each_field(client: Any) -> None:
+    body = _problem(
+        client.post("/v1/echo/1", json={"name": "", "count": "x"}), 422, "validation-failed"
+    )
+    assert {e["field"] for e in body["errors"]} == {"name", "count"}
+
+
+def test_non_object_body(client: Any) -> None:
+    _problem(client.post("/v1/echo/1", json=[1, 2]), 422, "validation-failed")
+
+
+def test_unknown_path_and_bad_param(client: Any) -> None:
+    _problem(client.get("/v1/nothing"), 404, "not-found")
+    _problem(client.post("/v1/echo/abc", json={"name": "a"}), 404, "not-found")
+
+
+def test_wrong_method(client: Any) -> None:
+    body = _problem(client.put("/v1/echo/1", json={"name": "a"}), 405, "method-not-allowed")
+    assert body["allowed"] == ["POST"]
+
+
+def test_auth_required(client: Any, make_user: Any) -> None:
+    response = client.get("/v1/private")
+    _problem(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    _problem(
+        client.get("/v1/private", headers={"Authorization": "Bearer x.y.z"}), 401, "unauthorized"
+    )
+    user: AppUser = make_user()
+    ok = client.get("/v1/private", headers=user.auth)
+    assert ok.status_code == 200 and ok.get_json() == {"user_id": user.id}
+
+
+def test_unexpected_errors_are_500_problems_without_internals(client: Any) -> None:
+    body = _problem(client.get("/v1/boom"), 500, "internal-error")
+    assert "bug" not in str(body)
+
+
+def test_retry_after_header(client: Any) -> None:
+    response = client.get("/v1/limited")
+    _problem(response, 429, "rate-limited")
+    assert response.headers["Retry-After"] == "7"
+
+
+def test_every_code_has_a_distinct_status_and_title() -> None:
+    assert all(400 <= status < 600 and title for status, title in CODES.values())

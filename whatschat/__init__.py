@@ -1,0 +1,1 @@
+"""WhatsChat Serverless: the shared domain package. See docs/architecture.md."""

@@ -1,0 +1,94 @@
+"""The ``whatschat`` command: migrate, keys, dev (the local stack), gateway, serve-api.
+
+This is the composition root: the only place in the shared package that
+reaches into ``functions/`` and ``gateway/`` (lazily, per subcommand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from whatschat.config import get_settings
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from whatschat.storage import migrations
+
+    url = args.database_url or get_settings().database_url
+    if not url:
+        print("whatschat migrate: set DATABASE_URL or pass --database-url", file=sys.stderr)
+        return 2
+    applied = migrations.apply(url)
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import orjson
+
+    from whatschat import tokens
+
+    pair = tokens.generate_key_pair(args.key_id)
+    print(f"TOKEN_SIGNING_KEY_ID={pair.key_id}")
+    print(f"TOKEN_SIGNING_KEY={pair.private_pem!r}")
+    print(f"TOKEN_VERIFY_KEYS={orjson.dumps({pair.key_id: pair.public_pem}).decode()!r}")
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from whatschat import local_stack
+
+    return local_stack.run(ready_file=args.ready_file)
+
+
+def _serve_api(args: argparse.Namespace) -> int:
+    from whatschat import local_stack
+
+    return local_stack.serve_api(args.host, args.port, threads=args.threads)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from gateway import server
+
+    code: int = server.main()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="whatschat", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    migrate = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate.add_argument("--database-url", default="", help="default: DATABASE_URL")
+    migrate.set_defaults(run=_migrate)
+
+    keys = commands.add_parser("keys", help="print a new Ed25519 token key pair as settings")
+    keys.add_argument("--key-id", default=None)
+    keys.set_defaults(run=_keys)
+
+    dev = commands.add_parser("dev", help="run the whole system locally (make dev)")
+    dev.add_argument("--ready-file", default="", help="write the stack's addresses here when up")
+    dev.set_defaults(run=_dev)
+
+    serve = commands.add_parser("serve-api", help="serve every function on one port")
+    serve.add_argument("--host", default=get_settings().api_host)
+    serve.add_argument("--port", type=int, default=get_settings().api_port)
+    serve.add_argument("--threads", type=int, default=16)
+    serve.set_defaults(run=_serve_api)
+
+    gw = commands.add_parser("gateway", help="run the WebSocket gateway")
+    gw.set_defaults(run=_gateway)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=get_settings().log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Every setting of the system, read from the environment in one place.
+
+No other module reads ``os.environ``: they call :func:`get_settings`. The
+names and defaults are listed in README.md (Configuration) and
+docs/configuration.md; keep the three in step.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings of functions, the gateway and the local stack."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # Infrastructure. Empty means "not configured": `whatschat dev` then starts
+    # an embedded server and fills the value in for its children.
+    database_url: str = Field("", validation_alias="DATABASE_URL")
+    database_replica_url: str = Field("", validation_alias="DATABASE_REPLICA_URL")
+    redis_url: str = Field("", validation_alias="REDIS_URL")
+    s3_endpoint_url: str = Field("", validation_alias="S3_ENDPOINT_URL")
+    # Address clients use to reach S3 (presigned URLs); defaults to the endpoint.
+    s3_public_endpoint_url: str = Field("", validation_alias="S3_PUBLIC_ENDPOINT_URL")
+    s3_bucket: str = Field("whatschat-files", validation_alias="S3_BUCKET")
+    s3_region: str = Field("us-east-1", validation_alias="S3_REGION")
+    s3_access_key_id: str = Field("", validation_alias="S3_ACCESS_KEY_ID")
+    s3_secret_access_key: str = Field("", validation_alias="S3_SECRET_ACCESS_KEY")
+
+    # Token keys. The signing key (Ed25519 private key, PEM) is needed only by
+    # the functions that issue tokens; everything else verifies with the
+    # public keys, a JSON object {"kid": "PEM", ...} so keys can rotate.
+    token_signing_key: str = Field("", validation_alias="TOKEN_SIGNING_KEY")
+    token_signing_key_id: str = Field("", validation_alias="TOKEN_SIGNING_KEY_ID")
+    token_verify_keys: str = Field("", validation_alias="TOKEN_VERIFY_KEYS")
+    token_issuer: str = Field("whatschat", validation_alias="TOKEN_ISSUER")
+    access_token_ttl_seconds: int = Field(900, ge=30, validation_alias="ACCESS_TOKEN_TTL_SECONDS")
+    refresh_token_ttl_seconds: int = Field(
+        30 * 24 * 3600, ge=300, validation_alias="REFRESH_TOKEN_TTL_SECONDS"
+    )
+
+    # Limits.
+    max_request_bytes: int = Field(64 * 1024, ge=1024, validation_alias="MAX_REQUEST_BYTES")
+    max_message_chars: int = Field(4000, ge=1, validation_alias="MAX_MESSAGE_CHARS")
+    max_group_members: int = Field(5000, ge=2, validation_alias="MAX_GROUP_MEMBERS")
+    max_page_size: int = Field(200, ge=1, validation_alias="MAX_PAGE_SIZE")
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, validation_alias="MAX_UPLOAD_BYTES")
+
+    # How long a caller waits for a database connection before getting a 503.
+    database_connect_timeout_seconds: float = Field(
+        3.0, gt=0, validation_alias="DATABASE_CONNECT_TIMEOUT_SECONDS"
+    )
+    database_pool_max_size: int = Field(4, ge=1, validation_alias="DATABASE_POOL_MAX_SIZE")
+    redis_timeout_seconds: float = Field(1.0, gt=0, validation_alias="REDIS_TIMEOUT_SECONDS")
+    s3_timeout_seconds: float = Field(3.0, gt=0, validation_alias="S3_TIMEOUT_SECONDS")
+
+    # Local stack (`whatschat dev`).
+    data_dir: str = Field(".whatschat", validation_alias="WHATSCHAT_DATA_DIR")
+    api_host: str = Field("127.0.0.1", validation_alias="WHATSCHAT_API_HOST")
+    api_port: int = Field(8080, ge=0, le=65535, validation_alias="WHATSCHAT_API_PORT")
+
+    # Gateway.
+    gateway_host: str = Field("127.0.0.1", validation_alias="GATEWAY_HOST")
+    gateway_port: int = Field(8081, ge=0, le=65535, validation_alias="GATEWAY_PORT")
+    gateway_http_port: int = Field(8082, ge=0, le=65535, validation_alias="GATEWAY_HTTP_PORT")
+
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+
+
+def child_environment(overrides: dict[str, str]) -> dict[str, str]:
+    """This process's environment plus ``overrides``: what the local stack hands its children."""
+    import os
+
+    return {**os.environ, **overrides}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests call ``get_settings.cache_clear()``."""
+    return Settings()

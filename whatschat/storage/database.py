@@ -1,0 +1,104 @@
+"""PostgreSQL connection pools: the primary for writes, the replica for reads.
+
+Pools are created on first use so a function that never touches the database
+(or a cold start) pays nothing. A pool that cannot hand out a connection within
+``DATABASE_CONNECT_TIMEOUT_SECONDS`` raises :class:`DatabaseUnavailable`, which
+the HTTP adapter turns into 503 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from whatschat.config import get_settings
+from whatschat.problems import DependencyUnavailable
+
+Connection = psycopg.Connection[dict[str, object]]
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    """PostgreSQL could not be reached in time; the caller should retry later."""
+
+    dependency = "PostgreSQL"
+
+
+_pools: dict[str, ConnectionPool[Connection]] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(url: str) -> ConnectionPool[Connection]:
+    with _pools_lock:
+        pool = _pools.get(url)
+        if pool is None:
+            settings = get_settings()
+            pool = ConnectionPool(
+                url,
+                min_size=0,
+                max_size=settings.database_pool_max_size,
+                kwargs={
+                    "row_factory": dict_row,
+                    "connect_timeout": max(1, int(settings.database_connect_timeout_seconds)),
+                },
+                timeout=settings.database_connect_timeout_seconds,
+                # A connection that broke while idle (server restart) is
+                # dropped instead of being handed to a request.
+                check=ConnectionPool.check_connection,
+                open=True,
+                name=url.rsplit("@", 1)[-1],
+            )
+            _pools[url] = pool
+        return pool
+
+
+@contextmanager
+def _connection(url: str) -> Iterator[Connection]:
+    try:
+        with _pool(url).connection() as conn:
+            yield conn
+    except PoolTimeout as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+
+
+@contextmanager
+def primary() -> Iterator[Connection]:
+    """A connection to the primary inside a transaction committed on success."""
+    with _connection(get_settings().database_url) as conn:
+        yield conn
+
+
+def replica_configured() -> bool:
+    """Whether reads may go to a replica (``DATABASE_REPLICA_URL`` is set)."""
+    return bool(get_settings().database_replica_url)
+
+
+@contextmanager
+def replica() -> Iterator[Connection]:
+    """A connection to the read replica; raises DatabaseUnavailable when it is down.
+
+    Callers fall back to :func:`primary` (see docs/architecture.md, reads).
+    """
+    url = get_settings().database_replica_url or get_settings().database_url
+    with _connection(url) as conn:
+        yield conn
+
+
+def close_pools() -> None:
+    """Close every pool (tests and shutdown)."""
+    with _pools_lock:
+        for pool in _pools.values():
+            pool.close()
+        _pools.clear()
+
+
+def ping(url: str, timeout: float) -> None:
+    """Open a fresh connection and run ``SELECT 1``; raises on failure (health checks)."""
+    with psycopg.connect(url, connect_timeout=max(1, int(timeout)), autocommit=True) as conn:
+        conn.execute("SELECT 1")
