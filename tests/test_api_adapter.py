@@ -8,7 +8,7 @@ import flask
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.conftest import Stack, AppUser
+from tests.conftest import AppUser, Stack
 from whatschat.api import Call, Reply, Router
 from whatschat.problems import CODES, Problem
 

@@ -8,6 +8,7 @@ docs/messaging.md say what each limit does.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -76,7 +77,5 @@ def peek(limit: Limit, subject: str, *, now: float | None = None) -> Decision:
 def reset(limit: Limit, subject: str, *, now: float | None = None) -> None:
     """Forget the hits of the current window (e.g. after a successful login). Best effort."""
     key, _ = _key(limit, subject, now if now is not None else time.time())
-    try:
+    with contextlib.suppress(redis_client.RedisError):
         redis_client.client().delete(key)
-    except redis_client.RedisError:
-        pass
