@@ -67,6 +67,50 @@ class Settings(BaseSettings):
     gateway_host: str = Field("127.0.0.1", validation_alias="GATEWAY_HOST")
     gateway_port: int = Field(8081, ge=0, le=65535, validation_alias="GATEWAY_PORT")
     gateway_http_port: int = Field(8082, ge=0, le=65535, validation_alias="GATEWAY_HTTP_PORT")
+    # Gateway limits and timers (docs/gateway.md, "Limits").
+    gateway_instance_id: str = Field("", validation_alias="GATEWAY_INSTANCE_ID")  # "" = random
+    gateway_auth_timeout_seconds: float = Field(
+        5.0, gt=0, validation_alias="GATEWAY_AUTH_TIMEOUT_SECONDS"
+    )
+    gateway_max_frame_bytes: int = Field(
+        64 * 1024, ge=1024, validation_alias="GATEWAY_MAX_FRAME_BYTES"
+    )
+    gateway_max_connections_per_user: int = Field(
+        10, ge=1, validation_alias="GATEWAY_MAX_CONNECTIONS_PER_USER"
+    )
+    gateway_ping_interval_seconds: float = Field(
+        20.0, gt=0, validation_alias="GATEWAY_PING_INTERVAL_SECONDS"
+    )
+    gateway_ping_timeout_seconds: float = Field(
+        20.0, gt=0, validation_alias="GATEWAY_PING_TIMEOUT_SECONDS"
+    )
+    # Bytes queued for one socket beyond which it is cut off as a slow consumer.
+    gateway_send_buffer_bytes: int = Field(
+        1024 * 1024, ge=4096, validation_alias="GATEWAY_SEND_BUFFER_BYTES"
+    )
+    # Missed messages per conversation replayed on resume; beyond it the
+    # client is told to catch up through GET /v1/history.
+    gateway_replay_max_messages: int = Field(
+        500, ge=1, validation_alias="GATEWAY_REPLAY_MAX_MESSAGES"
+    )
+    # Live events held per socket while it replays; beyond it, resume again.
+    gateway_held_events_max: int = Field(10000, ge=10, validation_alias="GATEWAY_HELD_EVENTS_MAX")
+    # How long an out-of-order event waits for the seq before it to arrive
+    # before the gap is filled from PostgreSQL.
+    gateway_gap_wait_seconds: float = Field(0.25, ge=0, validation_alias="GATEWAY_GAP_WAIT_SECONDS")
+    gateway_resync_concurrency: int = Field(8, ge=1, validation_alias="GATEWAY_RESYNC_CONCURRENCY")
+    # SIGTERM: sockets are closed (1012) over this long, then the process exits.
+    gateway_drain_seconds: float = Field(10.0, ge=0, validation_alias="GATEWAY_DRAIN_SECONDS")
+    gateway_presence_ttl_seconds: float = Field(
+        45.0, ge=3, validation_alias="GATEWAY_PRESENCE_TTL_SECONDS"
+    )
+    gateway_typing_interval_seconds: float = Field(
+        1.0, ge=0, validation_alias="GATEWAY_TYPING_INTERVAL_SECONDS"
+    )
+    # Liveness check of the Pub/Sub connection (PING) and its reconnect delay.
+    gateway_pubsub_ping_seconds: float = Field(
+        5.0, gt=0, validation_alias="GATEWAY_PUBSUB_PING_SECONDS"
+    )
 
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
 

@@ -44,6 +44,8 @@ EVENT_TYPES = frozenset(
         "member.added",
         "member.removed",
         "member.role_changed",
+        # Published by the gateway itself: ephemeral, never stored, seq null.
+        "typing",
     }
 )
 
@@ -56,6 +58,11 @@ def conversation_channel(conversation_id: int) -> str:
 def user_channel(user_id: int) -> str:
     """Personal events for one user on all their devices (e.g. you were added to a group)."""
     return f"{CHANNEL_PREFIX}u:{user_id}"
+
+
+def presence_channel() -> str:
+    """Presence changes between gateway instances (not an envelope; see docs/gateway.md)."""
+    return f"{CHANNEL_PREFIX}presence"
 
 
 class InvalidEvent(ValueError):
