@@ -1,0 +1,324 @@
+"""The reference web client (web/) in a real browser against a real `make dev` stack.
+
+Debian's Chromium, driven by Playwright over CDP (no browser download: the
+system binary is the executable). Two isolated browser contexts are two
+people. The stack is `whatschat dev` as a subprocess on free ports, exactly
+what a newcomer runs. See docs/web-client.md.
+
+Set WHATSCHAT_SCREENSHOT=docs/screenshot-chat.png to also save a screenshot of
+the chat view (kept in docs/ for the README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from whatschat.embedded import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+SKIP_REASON = "chromium not installed: run .ci/system-packages"
+
+if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+pytest.importorskip(
+    "playwright.sync_api", reason="playwright not installed: pip install -e '.[dev]'"
+)
+
+from playwright.sync_api import (  # noqa: E402 - only after the skip checks above
+    Browser,
+    BrowserContext,
+    Page,
+    expect,
+    sync_playwright,
+)
+
+pytestmark = pytest.mark.browser
+
+# Chromium as root in a container: no sandbox, and nothing that reaches out
+# to the network on its own (only loopback exists here).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 15_000  # how long a step may take to show on the other screen
+PASSWORD = "correct horse battery staple"
+
+# Settings the test session may export for its own servers; the stack under
+# test starts its own embedded ones instead (as in tests/test_local_stack.py).
+_INHERITED = ("DATABASE_URL", "DATABASE_REPLICA_URL", "REDIS_URL", "S3_", "TOKEN_")
+
+
+# --- the stack and the browser ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """`whatschat dev` on free ports with its own data folder; its addresses."""
+    folder = tmp_path_factory.mktemp("web-stack")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED)}
+    env.update(
+        WHATSCHAT_DATA_DIR=str(folder / "data"),
+        WHATSCHAT_API_PORT=str(free_port()),
+        GATEWAY_PORT=str(free_port()),
+        GATEWAY_HTTP_PORT=str(free_port()),
+    )
+    ready = folder / "ready.json"
+    log = (folder / "stack.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "whatschat.cli", "dev", "--ready-file", str(ready)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            if process.poll() is not None:
+                pytest.fail(f"whatschat dev exited: {(folder / 'stack.log').read_text()[-3000:]}")
+            assert time.monotonic() < deadline, "whatschat dev not ready after 120 s"
+            time.sleep(0.2)
+        yield json.loads(ready.read_text())
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    # Playwright gives every launch a fresh temporary profile (user data dir).
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
+        yield chromium
+        chromium.close()
+
+
+class Person:
+    """One person at one browser window: an isolated context (own storage, own socket)."""
+
+    def __init__(self, context: BrowserContext, page: Page, username: str) -> None:
+        self.context = context  # isolated: cookies, sessionStorage, network state
+        self.page = page  # the client's one tab
+        self.username = username  # unique per test
+        self.errors: list[str] = []  # uncaught page errors; a test ends with none
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+
+@pytest.fixture
+def people(dev_stack: dict[str, str], browser: Browser) -> Iterator[Any]:
+    """Make signed-up people, each in their own browser context."""
+    made: list[Person] = []
+    suffix = uuid.uuid4().hex[:6]
+
+    def make(name: str, *, width: int = 1000, height: int = 700) -> Person:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        username = f"{name.lower()}_{suffix}"
+        page.goto(f"{dev_stack['web_client']}?gateway={dev_stack['gateway']}")
+        signup = page.locator("#register-form")
+        signup.get_by_label("Username").fill(username)
+        signup.get_by_label("Display name").fill(name)
+        signup.get_by_label("Password").fill(PASSWORD)
+        signup.get_by_role("button", name="Create account").click()
+        expect(page.locator("#connection")).to_have_text("Online")
+        person = Person(context, page, username)
+        made.append(person)
+        return person
+
+    yield make
+    for person in made:
+        errors = person.errors
+        person.context.close()
+        assert errors == [], f"uncaught errors in {person.username}'s page: {errors}"
+
+
+def open_direct(person: Person, other: Person) -> None:
+    """Open the direct chat with `other` by username, as a person would."""
+    person.page.get_by_label("Chat with").fill(other.username)
+    person.page.get_by_role("button", name="Open", exact=True).click()
+    expect(person.page.locator("#composer")).to_be_visible()
+
+
+def send(person: Person, text: str) -> None:
+    box = person.page.get_by_label("Message", exact=True)
+    box.fill(text)
+    box.press("Enter")
+
+
+def tiny_png(width: int = 24, height: int = 16) -> bytes:
+    """A valid PNG (solid green), built here so the test needs no fixture file."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + b"\x0b\x6e\x4f" * width
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * height))
+        + chunk(b"IEND", b"")
+    )
+
+
+# --- the tests -----------------------------------------------------------------
+
+
+def test_a_message_typed_by_one_appears_for_the_other_with_typing_shown(people: Any) -> None:
+    alice, bob = people("Alice"), people("Bob")
+    open_direct(alice, bob)
+    open_direct(bob, alice)
+
+    alice.page.get_by_label("Message", exact=True).type("Hello B", delay=20)
+    expect(bob.page.locator("#typing")).to_have_text("Alice is typing…")
+
+    alice.page.get_by_label("Message", exact=True).press("Enter")
+    expect(bob.page.locator("#message-list .text")).to_have_text(["Hello B"])
+    # The typing line goes when the message arrives.
+    expect(bob.page.locator("#typing")).to_have_text("")
+
+    send(bob, "Hi Alice! 👋")
+    expect(alice.page.locator("#message-list .text")).to_have_text(["Hello B", "Hi Alice! 👋"])
+    # Bob has the chat open, so Alice's message becomes "Read" on her screen.
+    expect(alice.page.locator("#message-list .mine .receipt")).to_have_text("✓✓ Read")
+
+    screenshot = os.environ.get("WHATSCHAT_SCREENSHOT")
+    if screenshot:
+        send(alice, "Sending the plan now, one moment")
+        expect(alice.page.locator("#message-list .text")).to_have_count(3)
+        alice.page.get_by_label("Attach an image or PDF").set_input_files(
+            {"name": "plan.png", "mimeType": "image/png", "buffer": tiny_png(320, 180)}
+        )
+        expect(bob.page.locator("#message-list img")).to_have_count(1)
+        send(bob, "Got it, looks good")
+        expect(alice.page.locator("#message-list .text")).to_have_count(4)
+        alice.page.wait_for_function(
+            "() => [...document.querySelectorAll('#message-list img')]"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
+        alice.page.screenshot(path=screenshot)
+
+
+def test_an_uploaded_image_appears_for_the_other(people: Any) -> None:
+    alice, bob = people("Alice"), people("Bob")
+    open_direct(alice, bob)
+    open_direct(bob, alice)
+
+    alice.page.get_by_label("Attach an image or PDF").set_input_files(
+        {"name": "green.png", "mimeType": "image/png", "buffer": tiny_png()}
+    )
+    image = bob.page.locator("#message-list img")
+    expect(image).to_have_count(1)
+    expect(image).to_have_attribute("alt", "green.png")
+    # The browser really loaded the bytes from S3 through the presigned GET.
+    bob.page.wait_for_function(
+        "() => { const i = document.querySelector('#message-list img');"
+        " return i && i.complete && i.naturalWidth === 24 && i.naturalHeight === 16; }"
+    )
+    # The sender sees it once too (the send answer and the event are one message).
+    expect(alice.page.locator("#message-list img")).to_have_count(1)
+
+
+def test_going_offline_and_back_loses_nothing_and_doubles_nothing(people: Any) -> None:
+    alice, bob = people("Alice"), people("Bob")
+    open_direct(alice, bob)
+    open_direct(bob, alice)
+    send(alice, "before 1")
+    expect(bob.page.locator("#message-list .text")).to_have_text(["before 1"])
+
+    # Bob's network goes: the page sees "offline" and its socket is gone.
+    bob.context.set_offline(True)
+    expect(bob.page.locator("#connection")).to_have_text("Offline")
+    missed = [f"while away {n}" for n in range(1, 6)]
+    for text in missed:
+        send(alice, text)
+    expect(alice.page.locator("#message-list .text")).to_have_count(1 + len(missed))
+    # Bob writes while offline: shown as pending, sent when the network is back.
+    send(bob, "written offline")
+    expect(bob.page.locator("#message-list .pending")).to_have_count(1)
+
+    bob.context.set_offline(False)
+    expect(bob.page.locator("#connection")).to_have_text("Online")
+    expected = ["before 1", *missed, "written offline"]
+    expect(bob.page.locator("#message-list .text")).to_have_text(expected)
+    expect(alice.page.locator("#message-list .text")).to_have_text(expected)
+
+    # The socket drops without the browser noticing a network change: the
+    # client reconnects and resumes from its positions.
+    bob.page.evaluate("window.whatschat.gateway.simulateDrop()")
+    send(alice, "after the drop")
+    expect(bob.page.locator("#connection")).to_have_text("Online")
+    expect(bob.page.locator("#message-list .text")).to_have_text([*expected, "after the drop"])
+
+    # Nothing doubled: every (conversation, seq) is on screen once, in order.
+    for person in (alice, bob):
+        seqs = person.page.eval_on_selector_all(
+            "#message-list li[data-seq]", "items => items.map(i => Number(i.dataset.seq))"
+        )
+        assert seqs == sorted(set(seqs)), f"{person.username} sees {seqs}"
+        assert person.page.locator("#message-list .pending").count() == 0
+
+
+def test_a_group_and_a_phone_sized_window(people: Any) -> None:
+    alice = people("Alice")
+    bob = people("Bob", width=390, height=780)  # a phone
+    carol = people("Carol")
+
+    alice.page.get_by_role("button", name="New group").click()
+    alice.page.get_by_label("Group name").fill("Weekend trip")
+    alice.page.get_by_label("Members (usernames, separated by commas)").fill(bob.username)
+    alice.page.get_by_role("button", name="Create group").click()
+    expect(alice.page.locator("#conversation-title")).to_have_text("Weekend trip")
+
+    alice.page.get_by_role("button", name="Add member").click()
+    dialog = alice.page.locator("#member-dialog")
+    dialog.get_by_label("Username").fill(carol.username)
+    dialog.get_by_role("button", name="Add", exact=True).click()
+    send(alice, "Who is in?")
+
+    # Bob, on a phone: the list first, the group in it with one unread message.
+    group = bob.page.locator("#conversation-list button", has_text="Weekend trip")
+    expect(group).to_be_visible()
+    expect(group.locator(".unread")).to_have_text("1")
+    group.click()
+    # One column: the open conversation replaces the list.
+    expect(bob.page.locator("#sidebar")).to_be_hidden()
+    expect(bob.page.locator("#message-list .text")).to_have_text(["Who is in?"])
+    expect(bob.page.locator("#message-list .sender")).to_have_text(["Alice"])
+    bob.page.get_by_role("button", name="Back to conversations").click()
+    expect(bob.page.locator("#sidebar")).to_be_visible()
+    expect(group.locator(".unread")).to_have_text("")
+
+    # Carol, added after creation, sees the message too.
+    carol_group = carol.page.locator("#conversation-list button", has_text="Weekend trip")
+    carol_group.click()
+    expect(carol.page.locator("#message-list .text")).to_have_text(["Who is in?"])
