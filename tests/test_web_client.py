@@ -30,6 +30,7 @@ import pytest
 from whatschat.embedded import free_port
 
 CHROMIUM = "/usr/bin/chromium"
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 SKIP_REASON = "chromium not installed: run .ci/system-packages"
 
 if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
@@ -190,7 +191,105 @@ def tiny_png(width: int = 24, height: int = 16) -> bytes:
     )
 
 
-# --- the tests -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def static_web() -> Iterator[str]:
+    """web/ alone over HTTP (ES modules do not load from file:// URLs)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(WEB_DIR))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+# --- the client's logic alone ---------------------------------------------------
+
+TIMELINE_SCENARIOS = """
+async () => {
+  const { Timeline } = await import("./timeline.js");
+  const msg = (seq, extra = {}) => ({ conversation_id: 7, seq, client_msg_id: null,
+    deleted: false, edited_at: null, text: `m${seq}`, ...extra });
+  const out = {};
+
+  // In order, then the same messages again (replay after a reconnect).
+  let t = new Timeline(7, 0);
+  out.inOrder = [1, 2, 3].map((s) => t.accept(msg(s)));
+  out.again = [2, 3].map((s) => t.accept(msg(s)));
+  out.high = t.high;
+
+  // A gap: 4 missing when 5 arrives; filling it moves the position past 5.
+  out.gap = t.accept(msg(5));
+  out.highDuringGap = t.high;
+  out.missingAfter = t.missingAfter();
+  out.fill = t.accept(msg(4));
+  out.highAfterFill = t.high;
+  out.hasGap = t.hasGap;
+
+  // An edit replaces the copy; an older copy does not undo it.
+  out.edit = t.accept(msg(2, { text: "edited", edited_at: "2025-01-01T00:00:00Z" }));
+  out.stale = t.accept(msg(2));
+  out.text2 = t.messages.get(2).text;
+
+  // Our own pending send is dropped when its stored copy arrives.
+  t.pending.set("c-1", { label: "hi" });
+  t.accept(msg(6, { client_msg_id: "c-1" }));
+  out.pendingLeft = t.pending.size;
+
+  // Seqs we may not see (before joining) close a gap through filledUpTo.
+  const late = new Timeline(9, 0);
+  out.lateGap = late.accept({ ...msg(12), conversation_id: 9 });
+  late.filledUpTo(11);
+  out.lateHigh = late.high;
+
+  // History pages below the position are "added", order is by seq.
+  const h = new Timeline(7, 10);
+  out.history = [9, 10, 8].map((s) => h.accept(msg(s)));
+  out.order = h.ordered().map((m) => m.seq);
+  out.low = h.low;
+  return out;
+}
+"""
+
+
+def test_timeline_drops_copies_and_finds_gaps(browser: Browser, static_web: str) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(static_web + "index.html")
+        result = page.evaluate(TIMELINE_SCENARIOS)
+    finally:
+        page.close()
+    assert result == {
+        "inOrder": ["added", "added", "added"],
+        "again": ["duplicate", "duplicate"],
+        "high": 3,
+        "gap": "gap",
+        "highDuringGap": 3,
+        "missingAfter": 5,
+        "fill": "added",
+        "highAfterFill": 5,
+        "hasGap": False,
+        "edit": "updated",
+        "stale": "duplicate",
+        "text2": "edited",
+        "pendingLeft": 0,
+        "lateGap": "gap",
+        "lateHigh": 12,
+        "history": ["added", "added", "added"],
+        "order": [8, 9, 10],
+        "low": 8,
+    }
+
+
+# --- the whole system -------------------------------------------------------------
 
 
 def test_a_message_typed_by_one_appears_for_the_other_with_typing_shown(people: Any) -> None:

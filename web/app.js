@@ -692,7 +692,8 @@ async function uploadFile(conversation, file) {
   if (!response.ok) {
     throw new ApiError(response.status, { title: `The storage refused the file (HTTP ${response.status})` });
   }
-  const attachment = await api.request("POST", `/v1/uploads/${upload.upload_id}/complete`, { body: {} });
+  // complete_url is the API path of step 3 (/v1/uploads/{upload_id}/complete).
+  const attachment = await api.request("POST", upload.complete_url);
   return attachment.id;
 }
 
@@ -750,11 +751,11 @@ function handleEvent(event) {
       if (!conversation) break;
       if (data.user_id === me().id) {
         // Read on another of my devices: nothing unread here either.
-        if (data.seq >= (conversation.timeline.last()?.seq ?? 0)) conversation.unread = 0;
+        if (data.read_seq >= (conversation.timeline.last()?.seq ?? 0)) conversation.unread = 0;
         renderConversationList();
       } else {
         const before = conversation.readers.get(data.user_id) || 0;
-        conversation.readers.set(data.user_id, Math.max(before, data.seq));
+        conversation.readers.set(data.user_id, Math.max(before, data.read_seq));
         renderReceipts(conversation);
       }
       break;
