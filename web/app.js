@@ -118,7 +118,9 @@ async function showSignedIn() {
   $("auth-view").hidden = true;
   $("chat-view").hidden = false;
   $("me").textContent = `${me().display_name} (@${me().username})`;
-  await loadConversations();
+  // The list first: its last seqs are the positions the socket resumes from,
+  // so nothing sent between the two calls is missed.
+  await withError($("sidebar-error"), loadConversations);
   gateway.start();
 }
 
@@ -713,10 +715,12 @@ function receiveMessage(message) {
     });
     return;
   }
+  // Messages up to the position were already counted in the list's unread_count.
+  const position = conversation.timeline.high;
   const outcome = conversation.timeline.accept(message);
   if (outcome === "duplicate") return;
   const isOpen = state.openId === conversation.id;
-  if (outcome === "added" || outcome === "gap") {
+  if ((outcome === "added" || outcome === "gap") && message.seq > position) {
     const fromOthers = message.sender_id !== me().id && message.kind !== "system";
     if (fromOthers && !(isOpen && document.visibilityState === "visible")) conversation.unread += 1;
     clearTyping(conversation.id, message.sender_id);
@@ -840,8 +844,12 @@ document.addEventListener("visibilitychange", () => {
 
 // --- typing and presence --------------------------------------------------------------------
 
-function showTyping({ conversation_id: conversationId, user_id: userId }) {
+function showTyping({ conversation_id: conversationId, user_id: userId, typing = true }) {
   if (userId === me().id) return;
+  if (!typing) {
+    clearTyping(conversationId, userId);
+    return;
+  }
   let people = state.typingShown.get(conversationId);
   if (!people) state.typingShown.set(conversationId, (people = new Map()));
   clearTimeout(people.get(userId));
