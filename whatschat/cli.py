@@ -49,6 +49,16 @@ def _serve_api(args: argparse.Namespace) -> int:
     return local_stack.serve_api(args.host, args.port, threads=args.threads)
 
 
+def _setup_bucket(args: argparse.Namespace) -> int:
+    import orjson
+
+    from whatschat.storage import objects
+
+    done = objects.ensure_bucket()
+    print(orjson.dumps({"bucket": get_settings().s3_bucket, **done}).decode())
+    return 0
+
+
 def _gateway(args: argparse.Namespace) -> int:
     from gateway import server
 
@@ -77,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=get_settings().api_port)
     serve.add_argument("--threads", type=int, default=16)
     serve.set_defaults(run=_serve_api)
+
+    bucket = commands.add_parser(
+        "setup-bucket", help="create the files bucket with its CORS and lifecycle rules"
+    )
+    bucket.set_defaults(run=_setup_bucket)
 
     gw = commands.add_parser("gateway", help="run the WebSocket gateway")
     gw.set_defaults(run=_gateway)

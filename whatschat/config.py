@@ -50,6 +50,25 @@ class Settings(BaseSettings):
     max_page_size: int = Field(200, ge=1, validation_alias="MAX_PAGE_SIZE")
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, validation_alias="MAX_UPLOAD_BYTES")
 
+    # Files (docs/files.md). Allowed types: a comma-separated subset of the
+    # types whose first bytes whatschat/file_types.py can check.
+    upload_content_types: str = Field(
+        "image/jpeg,image/png,image/gif,image/webp,application/pdf,text/plain",
+        validation_alias="UPLOAD_CONTENT_TYPES",
+    )
+    upload_url_ttl_seconds: int = Field(
+        600, ge=10, le=7 * 24 * 3600, validation_alias="UPLOAD_URL_TTL_SECONDS"
+    )
+    download_url_ttl_seconds: int = Field(
+        300, ge=10, le=7 * 24 * 3600, validation_alias="DOWNLOAD_URL_TTL_SECONDS"
+    )
+    # An upload not completed within this long is an orphan the sweeper removes.
+    orphan_grace_seconds: int = Field(3600, ge=0, validation_alias="ORPHAN_GRACE_SECONDS")
+    # Web origins allowed to upload from a browser (the bucket's CORS rule).
+    s3_cors_origins: str = Field(
+        "http://127.0.0.1:8080,http://localhost:8080", validation_alias="S3_CORS_ORIGINS"
+    )
+
     # How long a caller waits for a database connection before getting a 503.
     database_connect_timeout_seconds: float = Field(
         3.0, gt=0, validation_alias="DATABASE_CONNECT_TIMEOUT_SECONDS"

@@ -28,6 +28,11 @@ CODES: dict[str, tuple[int, str]] = {
     "unsupported-media-type": (415, "Send the body as application/json"),
     "validation-failed": (422, "The request is not valid"),
     "rate-limited": (429, "Too many requests"),
+    # files (docs/files.md)
+    "file-too-large": (413, "The file is larger than allowed"),
+    "file-type-not-allowed": (415, "That file type is not allowed"),
+    "upload-mismatch": (422, "The uploaded file does not match what was declared"),
+    "attachment-gone": (410, "The file is no longer stored"),
     "internal-error": (500, "Internal error"),
     "service-unavailable": (503, "A dependency is unavailable; retry later"),
 }
