@@ -50,6 +50,25 @@ class Settings(BaseSettings):
     max_page_size: int = Field(200, ge=1, validation_alias="MAX_PAGE_SIZE")
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, validation_alias="MAX_UPLOAD_BYTES")
 
+    # Messaging (docs/messaging.md). Sends per user per window; fails open
+    # without Redis because a send must succeed while Redis is down.
+    send_rate_limit: int = Field(30, ge=1, validation_alias="SEND_RATE_LIMIT")
+    send_rate_window_seconds: int = Field(10, ge=1, validation_alias="SEND_RATE_WINDOW_SECONDS")
+    # Missed messages per conversation in one sync answer; beyond it the
+    # client pages with GET /v1/history.
+    sync_messages_per_conversation: int = Field(
+        100, ge=1, validation_alias="SYNC_MESSAGES_PER_CONVERSATION"
+    )
+    # The sweeper republishes outbox rows older than this (younger ones are
+    # still being published by the function that wrote them) and deletes
+    # published rows older than the retention.
+    outbox_sweep_min_age_seconds: float = Field(
+        5.0, ge=0, validation_alias="OUTBOX_SWEEP_MIN_AGE_SECONDS"
+    )
+    outbox_retention_seconds: int = Field(86400, ge=0, validation_alias="OUTBOX_RETENTION_SECONDS")
+    # After the replica failed, reads go straight to the primary this long.
+    replica_retry_seconds: float = Field(5.0, ge=0, validation_alias="REPLICA_RETRY_SECONDS")
+
     # Files (docs/files.md). Allowed types: a comma-separated subset of the
     # types whose first bytes whatschat/file_types.py can check.
     upload_content_types: str = Field(
