@@ -1,4 +1,4 @@
-"""The ``whatschat`` command: migrate, keys, dev (the local stack), gateway, serve-api.
+"""The ``whatschat`` command: migrate, keys, dev (the local stack), gateway, serve-api, openapi.
 
 This is the composition root: the only place in the shared package that
 reaches into ``functions/`` and ``gateway/`` (lazily, per subcommand).
@@ -59,6 +59,23 @@ def _setup_bucket(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from whatschat import openapi
+
+    text = openapi.generate()
+    output = Path(args.output) if args.output else openapi.DEFAULT_OUTPUT
+    if args.check:
+        if not output.exists() or output.read_text(encoding="utf-8") != text:
+            print(f"{output} is out of date; run `whatschat openapi`", file=sys.stderr)
+            return 1
+        return 0
+    output.write_text(text, encoding="utf-8")
+    print(f"wrote {output}")
+    return 0
+
+
 def _gateway(args: argparse.Namespace) -> int:
     from gateway import server
 
@@ -92,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         "setup-bucket", help="create the files bucket with its CORS and lifecycle rules"
     )
     bucket.set_defaults(run=_setup_bucket)
+
+    spec = commands.add_parser("openapi", help="write the OpenAPI document of every function")
+    spec.add_argument("--output", default="", help="default: docs/openapi.json")
+    spec.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
+    spec.set_defaults(run=_openapi)
 
     gw = commands.add_parser("gateway", help="run the WebSocket gateway")
     gw.set_defaults(run=_gateway)

@@ -43,6 +43,28 @@ class Settings(BaseSettings):
         30 * 24 * 3600, ge=300, validation_alias="REFRESH_TOKEN_TTL_SECONDS"
     )
 
+    # Password hashing (argon2id). Defaults are RFC 9106's low-memory profile;
+    # docs/auth.md says why. Stored hashes are upgraded at the next login when
+    # these change.
+    argon2_time_cost: int = Field(3, ge=1, validation_alias="ARGON2_TIME_COST")
+    argon2_memory_kib: int = Field(64 * 1024, ge=8, validation_alias="ARGON2_MEMORY_KIB")
+    argon2_parallelism: int = Field(4, ge=1, validation_alias="ARGON2_PARALLELISM")
+
+    # Throttling of failed logins (per username and per client address) and of
+    # registrations (per client address, per hour). See docs/auth.md.
+    login_throttle_window_seconds: int = Field(
+        900, ge=1, validation_alias="LOGIN_THROTTLE_WINDOW_SECONDS"
+    )
+    login_max_failures_per_username: int = Field(
+        10, ge=1, validation_alias="LOGIN_MAX_FAILURES_PER_USERNAME"
+    )
+    login_max_failures_per_address: int = Field(
+        100, ge=1, validation_alias="LOGIN_MAX_FAILURES_PER_ADDRESS"
+    )
+    registrations_per_address_per_hour: int = Field(
+        20, ge=1, validation_alias="REGISTRATIONS_PER_ADDRESS_PER_HOUR"
+    )
+
     # Limits.
     max_request_bytes: int = Field(64 * 1024, ge=1024, validation_alias="MAX_REQUEST_BYTES")
     max_message_chars: int = Field(4000, ge=1, validation_alias="MAX_MESSAGE_CHARS")

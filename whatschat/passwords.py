@@ -1,0 +1,96 @@
+"""Password hashing with argon2id, and verification that does not reveal unknown users.
+
+Parameters come from settings (``ARGON2_TIME_COST``, ``ARGON2_MEMORY_KIB``,
+``ARGON2_PARALLELISM``); docs/auth.md states the defaults and why. A login
+for a username that does not exist still runs one full argon2 verification,
+against a dummy hash made with the current parameters, so an unknown user and
+a wrong password cost the same time as well as getting the same answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import unicodedata
+from functools import lru_cache
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from whatschat.config import get_settings
+
+logger = logging.getLogger(__name__)
+
+# Bounds checked before hashing (argon2 over a huge input is a cheap DoS).
+MIN_LENGTH = 8
+MAX_LENGTH = 256
+
+
+@lru_cache(maxsize=4)
+def _hasher(time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(
+        time_cost=time_cost,
+        memory_cost=memory_kib,
+        parallelism=parallelism,
+        hash_len=32,
+        salt_len=16,
+        type=Type.ID,
+    )
+
+
+def hasher() -> PasswordHasher:
+    """The argon2id hasher for the configured parameters."""
+    s = get_settings()
+    return _hasher(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(ph: PasswordHasher) -> str:
+    return ph.hash("no user has this password; it only makes unknown users cost the same")
+
+
+def _normalize(password: str) -> bytes:
+    # The same password typed on two keyboards may arrive as different code
+    # points (composed or decomposed accents); NFKC makes them one.
+    return unicodedata.normalize("NFKC", password).encode()
+
+
+def hash_password(password: str) -> str:
+    """The argon2id hash (PHC string, parameters and salt inside) to store."""
+    return hasher().hash(_normalize(password))
+
+
+def verify(stored_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches ``stored_hash``.
+
+    ``stored_hash=None`` (no such user) verifies against the dummy hash and
+    returns False, taking as long as a real verification.
+    """
+    ph = hasher()
+    candidate = _normalize(password)
+    if stored_hash is None:
+        with contextlib.suppress(VerificationError):
+            ph.verify(_dummy_hash(ph), candidate)
+        return False
+    try:
+        return ph.verify(stored_hash, candidate)
+    except VerificationError:
+        return False
+    except InvalidHashError:
+        # A stored value that is not an argon2 hash (e.g. an account created
+        # by an import) can never be logged into, but must not be a 500.
+        logger.warning("stored password hash is not a valid argon2 hash")
+        return False
+
+
+def needs_rehash(stored_hash: str) -> bool:
+    """Whether the hash was made with other parameters than the configured ones."""
+    try:
+        return hasher().check_needs_rehash(stored_hash)
+    except InvalidHashError:
+        return False
+
+
+def warm_up() -> None:
+    """Compute the dummy hash now (at function load) so no request pays for it."""
+    _dummy_hash(hasher())
