@@ -63,9 +63,7 @@ def _strip(schema: Any) -> Any:
     for key, value in schema.items():
         if key in ("properties", "$defs", "patternProperties") and isinstance(value, dict):
             out[key] = {name: _strip(sub) for name, sub in value.items()}
-        elif key == "description" and isinstance(value, str):
-            continue
-        elif key.startswith("x-kubernetes-"):
+        elif (key == "description" and isinstance(value, str)) or key.startswith("x-kubernetes-"):
             continue
         else:
             out[key] = _strip(value)
