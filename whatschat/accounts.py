@@ -180,11 +180,15 @@ def login(credentials: Credentials, client_address: str) -> AuthSession:
         guard.failed()
         raise Problem("invalid-credentials", "Wrong username or password")
     guard.succeeded()
+    # Made outside the transaction, like at registration: hashing is the slow part.
+    upgraded_hash = (
+        passwords.hash_password(credentials.password)
+        if passwords.needs_rehash(account.password_hash)
+        else None
+    )
     with database.primary() as conn:
-        if passwords.needs_rehash(account.password_hash):
-            store.update_password_hash_txn(
-                conn, account.id, passwords.hash_password(credentials.password)
-            )
+        if upgraded_hash is not None:
+            store.update_password_hash_txn(conn, account.id, upgraded_hash)
         grant = sessions.start_txn(
             conn,
             user_id=account.id,
