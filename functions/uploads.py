@@ -10,9 +10,14 @@ from __future__ import annotations
 import flask
 import functions_framework
 
-from whatschat import files
+from whatschat import file_types, files
 from whatschat.api import Call, Empty, Reply, Router
+from whatschat.config import get_settings
 from whatschat.files import Attachment, UploadRequest, UploadTicket
+
+# An allowlist naming a type without a content check stops the function at
+# start instead of failing every upload.
+file_types.allowed_types(get_settings().upload_content_types)
 
 router = Router("uploads")
 

@@ -55,7 +55,7 @@ def _setup_bucket(args: argparse.Namespace) -> int:
     from whatschat.storage import objects
 
     done = objects.ensure_bucket()
-    print(orjson.dumps({"bucket": get_settings().s3_bucket, **done}).decode())
+    print(orjson.dumps({"name": get_settings().s3_bucket, **done}).decode())
     return 0
 
 

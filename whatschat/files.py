@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import unquote
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from whatschat import file_types
 from whatschat.config import get_settings
@@ -38,6 +38,8 @@ _META_DECLARED_SIZE = "declared-size"
 
 class UploadRequest(BaseModel):
     """What the client means to upload, and where."""
+
+    model_config = ConfigDict(extra="forbid")
 
     conversation_id: int = Field(gt=0, description="a conversation the caller is a member of")
     file_name: str = Field(min_length=1, max_length=1024, description="shown to recipients")

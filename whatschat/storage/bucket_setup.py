@@ -134,5 +134,5 @@ def main(argv: list[str] | None = None) -> int:
     )
     origins = [o.strip() for o in args.cors_origins.split(",") if o.strip()]
     done = apply(s3, args.bucket, origins, args.region)
-    print(json.dumps({"bucket": args.bucket, **done}), file=sys.stdout, flush=True)
+    print(json.dumps({"name": args.bucket, **done}), file=sys.stdout, flush=True)
     return 0

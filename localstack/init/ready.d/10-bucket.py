@@ -32,8 +32,6 @@ bucket_setup.main(
         "--secret-access-key",
         os.environ.get("WHATSCHAT_S3_SECRET_ACCESS_KEY", "test"),
         "--cors-origins",
-        os.environ.get(
-            "WHATSCHAT_S3_CORS_ORIGINS", "http://127.0.0.1:8080,http://localhost:8080"
-        ),
+        os.environ.get("WHATSCHAT_S3_CORS_ORIGINS", "http://127.0.0.1:8080,http://localhost:8080"),
     ]
 )
