@@ -131,3 +131,35 @@ def test_retry_after_header(client: Any) -> None:
 
 def test_every_code_has_a_distinct_status_and_title() -> None:
     assert all(400 <= status < 600 and title for status, title in CODES.values())
+
+
+@router.route("GET", "/v1/whoami", auth=False)
+def whoami(call: Call[Any, Any]) -> Reply:
+    return Reply({"address": call.client_address})
+
+
+@pytest.mark.parametrize(
+    ("hops", "forwarded", "expected"),
+    [
+        (0, "6.6.6.6", "127.0.0.1"),  # no proxy trusted: the header is ignored
+        (1, "6.6.6.6, 10.0.0.7", "10.0.0.7"),  # the client's own entry is not trusted
+        (2, "6.6.6.6, 10.0.0.7, 10.0.0.8", "10.0.0.7"),
+        (1, "", "127.0.0.1"),
+    ],
+)
+def test_client_address_trusts_only_our_proxies(
+    client: Any, monkeypatch: pytest.MonkeyPatch, hops: int, forwarded: str, expected: str
+) -> None:
+    from whatschat.config import get_settings
+
+    monkeypatch.setenv("TRUSTED_PROXY_HOPS", str(hops))
+    get_settings.cache_clear()
+    try:
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        response = client.get(
+            "/v1/whoami", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"}
+        )
+        assert response.get_json() == {"address": expected}
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()

@@ -59,10 +59,20 @@ class Call(Generic[BodyT, QueryT]):
 
     @property
     def client_address(self) -> str:
-        """The client's IP: the first X-Forwarded-For hop set by the ingress, else the peer."""
-        forwarded = self.request.headers.get("X-Forwarded-For", "")
-        first = forwarded.split(",")[0].strip()
-        return first or (self.request.remote_addr or "unknown")
+        """The client's IP, for per-address limits.
+
+        With ``TRUSTED_PROXY_HOPS=0`` (default) the TCP peer. Behind N proxies
+        that each append to X-Forwarded-For, the N-th entry from the right: the
+        address our own outermost proxy saw. Entries further left are chosen by
+        the client and never trusted.
+        """
+        hops = get_settings().trusted_proxy_hops
+        peer = self.request.remote_addr or "unknown"
+        if hops == 0:
+            return peer
+        entries = [e.strip() for e in self.request.headers.get("X-Forwarded-For", "").split(",")]
+        entries = [e for e in entries if e]
+        return entries[-hops] if len(entries) >= hops else (entries[0] if entries else peer)
 
 
 @dataclass

@@ -172,6 +172,10 @@ class Settings(BaseSettings):
         5.0, gt=0, validation_alias="GATEWAY_PUBSUB_PING_SECONDS"
     )
 
+    # How many proxies in front of the functions append to X-Forwarded-For
+    # (0: use the TCP peer). See whatschat.api.Call.client_address.
+    trusted_proxy_hops: int = Field(0, ge=0, le=10, validation_alias="TRUSTED_PROXY_HOPS")
+
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
 
 

