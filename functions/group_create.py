@@ -12,7 +12,7 @@ import functions_framework
 from pydantic import BaseModel, ConfigDict, Field
 
 from whatschat.api import Call, Empty, Router
-from whatschat.chat_fields import Description, Id, Title
+from whatschat.chat_fields import Description, Id, Title, Username
 from whatschat.conversations import ConversationDetail
 from whatschat.groups import create
 
@@ -22,8 +22,9 @@ class CreateGroup(BaseModel):
 
     title: Title
     description: Description | None = None
-    # user ids besides you (at most MAX_GROUP_MEMBERS - 1)
+    # the other members by id and/or username (at most MAX_GROUP_MEMBERS - 1 in all)
     member_ids: Annotated[list[Id], Field(max_length=10_000)] = []
+    usernames: Annotated[list[Username], Field(max_length=10_000)] = []
 
 
 router = Router("group_create")
@@ -33,7 +34,13 @@ router = Router("group_create")
 def create_group(call: Call[CreateGroup, Empty]) -> ConversationDetail:
     """Create a group: members, a system message (seq 1), group.created and member.added."""
     body = call.body
-    return create(call.user_id, body.title, body.member_ids, body.description or None)
+    return create(
+        call.user_id,
+        body.title,
+        body.member_ids,
+        description=body.description or None,
+        usernames=body.usernames,
+    )
 
 
 @functions_framework.http

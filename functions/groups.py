@@ -11,11 +11,11 @@ from typing import Literal
 
 import flask
 import functions_framework
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from whatschat import groups as group_ops
 from whatschat.api import Call, Empty, Router
-from whatschat.chat_fields import Description, Id, Title
+from whatschat.chat_fields import Description, Id, Title, Username
 from whatschat.groups import GroupChange
 from whatschat.problems import Problem
 
@@ -28,9 +28,18 @@ class UpdateGroup(BaseModel):
 
 
 class AddMember(BaseModel):
+    """Exactly one of user_id and username."""
+
     model_config = ConfigDict(extra="forbid")
 
-    user_id: Id
+    user_id: Id | None = None
+    username: Username | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AddMember:
+        if (self.user_id is None) == (self.username is None):
+            raise ValueError("give exactly one of user_id and username")
+        return self
 
 
 class SetRole(BaseModel):
@@ -74,7 +83,9 @@ def update_group(call: Call[UpdateGroup, Empty]) -> GroupChange:
 )
 def add_member(call: Call[AddMember, Empty]) -> GroupChange:
     """Add a member (admins); they see the group from the system message recording it."""
-    return group_ops.add_member(call.user_id, call.path["group_id"], call.body.user_id)
+    return group_ops.add_member(
+        call.user_id, call.path["group_id"], call.body.user_id, call.body.username
+    )
 
 
 @router.route("DELETE", MEMBER, response=GroupChange, errors=(403, 404))

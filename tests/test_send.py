@@ -11,9 +11,11 @@ import psycopg
 import pytest
 
 from tests.conftest import AppUser
-from tests.messaging_fixtures import Chat, EventSink, chat, events_seen, problem  # noqa: F401
+from tests.messaging_helpers import Chat, EventSink, problem
 from whatschat import events
 from whatschat.config import get_settings
+
+pytest_plugins = ["tests.messaging_fixtures"]
 
 
 def _counts(db: psycopg.Connection[Any]) -> tuple[int, int]:
@@ -193,9 +195,7 @@ def test_non_members_get_404_and_nothing_is_written(
         body = problem(response, 404, "not-found")
         assert str(cid + 1000) not in body.get("detail", "") or conversation_id == cid + 1000
     assert _counts(db) == before
-    assert db.execute("SELECT last_seq FROM conversations WHERE id = %s", (cid,)).fetchone() == (
-        0,
-    )
+    assert db.execute("SELECT last_seq FROM conversations WHERE id = %s", (cid,)).fetchone() == (0,)
 
 
 @pytest.fixture

@@ -106,14 +106,16 @@ def group_created(
     )
 
 
-def group_updated(message: MessageView, *, title: str, description: str | None, by: int) -> Event:
+def group_updated(
+    message: MessageView, *, title: str, description: str | None, actor_id: int
+) -> Event:
     return Event(
         "group.updated",
         {
             "conversation_id": message.conversation_id,
             "title": title,
             "description": description,
-            "by": by,
+            "actor_id": actor_id,
             "message": _message(message),
         },
         conversation_id=message.conversation_id,
@@ -121,15 +123,15 @@ def group_updated(message: MessageView, *, title: str, description: str | None, 
     )
 
 
-def member_added(message: MessageView, *, user_ids: list[int], role: str, by: int) -> Event:
-    """On the conversation channel: members joined (seq of the system message)."""
+def member_added(message: MessageView, *, user_id: int, role: str, actor_id: int) -> Event:
+    """On the conversation channel: a member joined (seq of the system message)."""
     return Event(
         "member.added",
         {
             "conversation_id": message.conversation_id,
-            "user_ids": user_ids,
+            "user_id": user_id,
             "role": role,
-            "by": by,
+            "actor_id": actor_id,
             "message": _message(message),
         },
         conversation_id=message.conversation_id,
@@ -138,7 +140,7 @@ def member_added(message: MessageView, *, user_ids: list[int], role: str, by: in
 
 
 def member_added_for(
-    user_id: int, *, conversation_id: int, role: str, seq: int, joined_seq: int, by: int
+    user_id: int, *, conversation_id: int, role: str, seq: int, joined_seq: int, actor_id: int
 ) -> Event:
     """Personal, on the added user's channel: subscribe them to the conversation.
 
@@ -153,20 +155,20 @@ def member_added_for(
             "role": role,
             "seq": seq,
             "joined_seq": joined_seq,
-            "by": by,
+            "actor_id": actor_id,
         },
         user_id=user_id,
     )
 
 
-def member_removed(message: MessageView, *, user_id: int, by: int, reason: str) -> Event:
+def member_removed(message: MessageView, *, user_id: int, actor_id: int, reason: str) -> Event:
     """On the conversation channel: a member left (reason "left") or was removed."""
     return Event(
         "member.removed",
         {
             "conversation_id": message.conversation_id,
             "user_id": user_id,
-            "by": by,
+            "actor_id": actor_id,
             "reason": reason,
             "message": _message(message),
         },
@@ -176,7 +178,7 @@ def member_removed(message: MessageView, *, user_id: int, by: int, reason: str) 
 
 
 def member_removed_for(
-    user_id: int, *, conversation_id: int, left_seq: int, by: int, reason: str
+    user_id: int, *, conversation_id: int, left_seq: int, actor_id: int, reason: str
 ) -> Event:
     """Personal, on the removed user's channel: unsubscribe them.
 
@@ -189,15 +191,17 @@ def member_removed_for(
             "conversation_id": conversation_id,
             "user_id": user_id,
             "left_seq": left_seq,
-            "by": by,
+            "actor_id": actor_id,
             "reason": reason,
         },
         user_id=user_id,
     )
 
 
-def member_role_changed(message: MessageView, *, user_id: int, role: str, by: int | None) -> Event:
-    """``by`` is None when the server promoted the longest-standing member
+def member_role_changed(
+    message: MessageView, *, user_id: int, role: str, actor_id: int | None
+) -> Event:
+    """``actor_id`` is None when the server promoted the longest-standing member
     because the last admin left."""
     return Event(
         "member.role_changed",
@@ -205,7 +209,7 @@ def member_role_changed(message: MessageView, *, user_id: int, role: str, by: in
             "conversation_id": message.conversation_id,
             "user_id": user_id,
             "role": role,
-            "by": by,
+            "actor_id": actor_id,
             "message": _message(message),
         },
         conversation_id=message.conversation_id,

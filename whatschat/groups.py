@@ -9,7 +9,7 @@ gateways subscribe or unsubscribe them.
 Only admins manage. When the last admin leaves a group that still has
 members, the longest-standing member (smallest ``joined_seq``, then earliest
 join, then lowest id) becomes admin, recorded by a second system message
-(member.role_changed with ``by: null``). An admin cannot demote themselves
+(member.role_changed with ``actor_id: null``). An admin cannot demote themselves
 when they are the only admin (409): they promote someone first, or leave.
 See docs/messaging.md.
 """
@@ -72,19 +72,34 @@ def _system_message_txn(
     return message_view(row)
 
 
+def _user_ids_txn(conn: Connection, usernames: list[str]) -> list[int]:
+    """The ids of these usernames; 422 naming the unknown ones."""
+    found = member_rows.user_ids_by_usernames_txn(conn, usernames)
+    unknown = sorted({name for name in usernames if name.lower() not in found})
+    if unknown:
+        raise _field_problem("usernames", f"has unknown usernames {unknown}")
+    return [found[name.lower()] for name in usernames]
+
+
 def create(
-    creator_id: int, title: str, member_ids: list[int], description: str | None = None
+    creator_id: int,
+    title: str,
+    member_ids: list[int],
+    description: str | None = None,
+    usernames: list[str] | None = None,
 ) -> ConversationDetail:
-    """Create a group: the creator (admin) plus ``member_ids``; system message seq 1."""
-    others = sorted(set(member_ids) - {creator_id})
+    """Create a group: the creator (admin) plus ``member_ids`` and ``usernames``;
+    system message seq 1."""
     limit = get_settings().max_group_members
-    if len(others) + 1 > limit:
-        raise _field_problem("member_ids", f"a group has at most {limit} members")
     with outbox.transaction() as txn:
         conn = txn.conn
-        unknown = sorted(set(others) - member_rows.existing_user_ids_txn(conn, others))
+        unknown = sorted(set(member_ids) - member_rows.existing_user_ids_txn(conn, member_ids))
         if unknown:
             raise _field_problem("member_ids", f"has unknown user ids {unknown}")
+        named = _user_ids_txn(conn, usernames) if usernames else []
+        others = sorted((set(member_ids) | set(named)) - {creator_id})
+        if len(others) + 1 > limit:
+            raise _field_problem("member_ids", f"a group has at most {limit} members")
         conversation_id = conversation_rows.insert_group_txn(
             conn, title, description, creator_id, last_seq=1
         )
@@ -101,7 +116,7 @@ def create(
             1,
             {
                 "type": "group.created",
-                "by": creator_id,
+                "actor_id": creator_id,
                 "title": title,
                 "description": description,
                 "member_ids": everyone,
@@ -116,7 +131,7 @@ def create(
                     role="admin" if uid == creator_id else "member",
                     seq=1,
                     joined_seq=0,
-                    by=creator_id,
+                    actor_id=creator_id,
                 )
             )
         txn.emit(
@@ -190,14 +205,14 @@ def update(
             seq,
             {
                 "type": "group.updated",
-                "by": actor_id,
+                "actor_id": actor_id,
                 "title": new_title,
                 "description": new_description,
             },
         )
         txn.emit(
             chat_events.group_updated(
-                message, title=new_title, description=new_description, by=actor_id
+                message, title=new_title, description=new_description, actor_id=actor_id
             )
         )
         return message
@@ -205,41 +220,50 @@ def update(
     return _change(actor_id, group_id, apply)
 
 
-def add_member(actor_id: int, group_id: int, user_id: int) -> GroupChange:
-    """Add a user (admins). They see the group from the system message recording it."""
+def add_member(
+    actor_id: int, group_id: int, user_id: int | None = None, username: str | None = None
+) -> GroupChange:
+    """Add a user, by id or username (admins). They see the group from the system
+    message recording it."""
 
     def apply(txn: outbox.Transaction, seq: int, membership: dict[str, Any]) -> MessageView:
         _require_admin(membership)
         conn = txn.conn
-        if not member_rows.existing_user_ids_txn(conn, [user_id]):
+        if username is not None:
+            new_id = _user_ids_txn(conn, [username])[0]
+        elif user_id is not None and member_rows.existing_user_ids_txn(conn, [user_id]):
+            new_id = user_id
+        else:
             raise _field_problem("user_id", f"is not a user ({user_id})")
-        current = member_rows.membership_txn(conn, group_id, user_id)
+        current = member_rows.membership_txn(conn, group_id, new_id)
         if current is not None and current["left_seq"] is None:
-            raise Problem("conflict", f"User {user_id} is already a member")
+            raise Problem("conflict", f"User {new_id} is already a member")
         members, _ = member_rows.counts_txn(conn, group_id)
         limit = get_settings().max_group_members
         if members >= limit:
             raise Problem("conflict", f"The group is full ({limit} members)")
         member_rows.add_txn(
-            conn, group_id, [(user_id, "member")], joined_seq=seq - 1, read_seq=seq - 1
+            conn, group_id, [(new_id, "member")], joined_seq=seq - 1, read_seq=seq - 1
         )
         message = _system_message_txn(
             conn,
             group_id,
             seq,
-            {"type": "member.added", "by": actor_id, "user_ids": [user_id], "role": "member"},
+            {"type": "member.added", "actor_id": actor_id, "user_id": new_id, "role": "member"},
         )
         txn.emit(
             chat_events.member_added_for(
-                user_id,
+                new_id,
                 conversation_id=group_id,
                 role="member",
                 seq=seq,
                 joined_seq=seq - 1,
-                by=actor_id,
+                actor_id=actor_id,
             )
         )
-        txn.emit(chat_events.member_added(message, user_ids=[user_id], role="member", by=actor_id))
+        txn.emit(
+            chat_events.member_added(message, user_id=new_id, role="member", actor_id=actor_id)
+        )
         return message
 
     return _change(actor_id, group_id, apply)
@@ -255,13 +279,13 @@ def remove_member(actor_id: int, group_id: int, user_id: int) -> GroupChange:
         target = member_rows.membership_txn(txn.conn, group_id, user_id)
         if target is None or target["left_seq"] is not None:
             raise not_found(f"User {user_id} is not a member of group {group_id}")
-        return _remove_txn(txn, group_id, seq, user_id, by=actor_id, reason="removed")
+        return _remove_txn(txn, group_id, seq, user_id, actor_id=actor_id, reason="removed")
 
     return _change(actor_id, group_id, apply)
 
 
 def _remove_txn(
-    txn: outbox.Transaction, group_id: int, seq: int, user_id: int, *, by: int, reason: str
+    txn: outbox.Transaction, group_id: int, seq: int, user_id: int, *, actor_id: int, reason: str
 ) -> MessageView:
     """Close the member's window at ``seq``, the system message recording it: they
     see their own removal and nothing after."""
@@ -270,14 +294,14 @@ def _remove_txn(
         txn.conn,
         group_id,
         seq,
-        {"type": "member.removed", "by": by, "user_id": user_id, "reason": reason},
+        {"type": "member.removed", "actor_id": actor_id, "user_id": user_id, "reason": reason},
     )
     # The conversation event first: the member's gateways still relay it, then
     # the personal event unsubscribes them.
-    txn.emit(chat_events.member_removed(message, user_id=user_id, by=by, reason=reason))
+    txn.emit(chat_events.member_removed(message, user_id=user_id, actor_id=actor_id, reason=reason))
     txn.emit(
         chat_events.member_removed_for(
-            user_id, conversation_id=group_id, left_seq=seq, by=by, reason=reason
+            user_id, conversation_id=group_id, left_seq=seq, actor_id=actor_id, reason=reason
         )
     )
     return message
@@ -305,9 +329,11 @@ def set_role(actor_id: int, group_id: int, user_id: int, role: str) -> GroupChan
             conn,
             group_id,
             seq,
-            {"type": "member.role_changed", "by": actor_id, "user_id": user_id, "role": role},
+            {"type": "member.role_changed", "actor_id": actor_id, "user_id": user_id, "role": role},
         )
-        txn.emit(chat_events.member_role_changed(message, user_id=user_id, role=role, by=actor_id))
+        txn.emit(
+            chat_events.member_role_changed(message, user_id=user_id, role=role, actor_id=actor_id)
+        )
         return message
 
     return _change(actor_id, group_id, apply)
@@ -318,7 +344,7 @@ def leave(actor_id: int, group_id: int) -> GroupChange:
 
     def apply(txn: outbox.Transaction, seq: int, membership: dict[str, Any]) -> MessageView:
         conn = txn.conn
-        message = _remove_txn(txn, group_id, seq, actor_id, by=actor_id, reason="left")
+        message = _remove_txn(txn, group_id, seq, actor_id, actor_id=actor_id, reason="left")
         members, admins = member_rows.counts_txn(conn, group_id)
         if membership["role"] == "admin" and admins == 0 and members > 0:
             successor = member_rows.longest_standing_txn(conn, group_id)
@@ -332,14 +358,16 @@ def leave(actor_id: int, group_id: int) -> GroupChange:
                 int(taken["last_seq"]),
                 {
                     "type": "member.role_changed",
-                    "by": None,
+                    "actor_id": None,
                     "user_id": successor,
                     "role": "admin",
                     "reason": "last-admin-left",
                 },
             )
             txn.emit(
-                chat_events.member_role_changed(promotion, user_id=successor, role="admin", by=None)
+                chat_events.member_role_changed(
+                    promotion, user_id=successor, role="admin", actor_id=None
+                )
             )
         return message
 

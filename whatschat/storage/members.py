@@ -178,3 +178,12 @@ def user_id_by_username_txn(conn: Connection, username: str) -> int | None:
         "SELECT id FROM users WHERE lower(username) = lower(%s)", (username,)
     ).fetchone()
     return None if row is None else int(row["id"])
+
+
+def user_ids_by_usernames_txn(conn: Connection, usernames: Sequence[str]) -> dict[str, int]:
+    """lower(username) -> id for the usernames that are accounts."""
+    rows: list[dict[str, Any]] = conn.execute(
+        "SELECT lower(username) AS name, id FROM users WHERE lower(username) = ANY(%s)",
+        ([name.lower() for name in usernames],),
+    ).fetchall()
+    return {str(row["name"]): int(row["id"]) for row in rows}
