@@ -19,10 +19,10 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from whatschat import file_types
+from whatschat import file_types, reads
 from whatschat.config import get_settings
 from whatschat.problems import DependencyUnavailable, Problem
-from whatschat.storage import attachments, database, objects
+from whatschat.storage import attachments, database, members, objects
 from whatschat.storage.attachments import AttachmentRow
 from whatschat.storage.bucket_setup import FILES_PREFIX, INCOMING_PREFIX
 
@@ -120,18 +120,20 @@ def _not_a_member(conversation_id: int) -> Problem:
     return Problem("not-found", f"No conversation {conversation_id}")
 
 
-def _member_somewhere(conversation_id: int, user_id: int) -> bool:
-    """Current membership, from the replica when it says yes, else the primary
-    (a member added a moment ago may not be on the replica yet)."""
-    if database.replica_configured():
-        try:
-            with database.replica() as conn:
-                if attachments.is_current_member(conn, conversation_id, user_id):
-                    return True
-        except DependencyUnavailable:
-            logger.info("replica unavailable; checking membership on the primary")
-    with database.primary() as conn:
-        return attachments.is_current_member(conn, conversation_id, user_id)
+def _is_current_member(conn: database.Connection, conversation_id: int, user_id: int) -> bool:
+    row = members.membership_txn(conn, conversation_id, user_id)
+    return row is not None and row["left_seq"] is None
+
+
+def _require_member(conversation_id: int, user_id: int) -> None:
+    """404 unless the user is a current member (the replica first; a member
+    added a moment ago and not yet on the replica is found on the primary)."""
+
+    def check(reader: reads.Reader) -> None:
+        if not _is_current_member(reader.conn, conversation_id, user_id):
+            raise _not_a_member(conversation_id)
+
+    reads.read(check)
 
 
 def request_upload(user_id: int, request: UploadRequest) -> UploadTicket:
@@ -158,8 +160,7 @@ def request_upload(user_id: int, request: UploadRequest) -> UploadTicket:
             "The file name has no usable characters",
             errors=[{"field": "file_name", "message": "no usable characters", "type": "value"}],
         )
-    if not _member_somewhere(request.conversation_id, user_id):
-        raise _not_a_member(request.conversation_id)
+    _require_member(request.conversation_id, user_id)
     # Signing needs no network; check S3 answers so a client is not handed a
     # URL for a store that is down.
     objects.ping()
@@ -246,7 +247,7 @@ def complete_upload(user_id: int, upload: str) -> tuple[Attachment, bool]:
     """
     conversation_id, attachment_id = _parse_upload_id(upload)
     with database.primary() as conn:
-        if not attachments.is_current_member(conn, conversation_id, user_id):
+        if not _is_current_member(conn, conversation_id, user_id):
             raise _not_a_member(conversation_id)
         existing = attachments.get(conn, attachment_id)
     if existing is not None:
@@ -314,26 +315,22 @@ def complete_upload(user_id: int, upload: str) -> tuple[Attachment, bool]:
     return _public(inserted), True
 
 
-def _visible(attachment_id: uuid.UUID, user_id: int) -> AttachmentRow | None:
-    """The attachment if the user may see it: the replica first, the primary
-    when the replica does not have it (yet) or is down."""
-    if database.replica_configured():
-        try:
-            with database.replica() as conn:
-                found = attachments.get_visible(conn, attachment_id, user_id)
-            if found is not None:
-                return found
-        except DependencyUnavailable:
-            logger.info("replica unavailable; reading the attachment from the primary")
-    with database.primary() as conn:
-        return attachments.get_visible(conn, attachment_id, user_id)
+def _visible(attachment_id: uuid.UUID, user_id: int) -> AttachmentRow:
+    """The attachment if the user may see it, else 404 (retried on the primary
+    when the replica may not have the message or membership yet)."""
+
+    def find(reader: reads.Reader) -> AttachmentRow:
+        row = attachments.get_visible(reader.conn, attachment_id, user_id)
+        if row is None:
+            raise Problem("not-found", f"No attachment {attachment_id}")
+        return row
+
+    return reads.read(find)
 
 
 def download_link(user_id: int, attachment_id: uuid.UUID) -> DownloadLink:
     """A presigned GET for an attachment the user may see (else 404)."""
     row = _visible(attachment_id, user_id)
-    if row is None:
-        raise Problem("not-found", f"No attachment {attachment_id}")
     # HEAD first: S3 being down is a 503 now, not a broken link later, and a
     # lost object (a local stack restarted, moto keeps files in memory) is 410.
     if objects.head(row.object_key) is None:

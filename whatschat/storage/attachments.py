@@ -33,15 +33,6 @@ def _row(found: dict[str, Any]) -> AttachmentRow:
     return AttachmentRow(**found)
 
 
-def is_current_member(conn: Connection, conversation_id: int, user_id: int) -> bool:
-    """Whether the user is a member of the conversation now (has not left)."""
-    found = conn.execute(
-        "SELECT 1 FROM members WHERE conversation_id = %s AND user_id = %s AND left_seq IS NULL",
-        (conversation_id, user_id),
-    ).fetchone()
-    return found is not None
-
-
 def insert(conn: Connection, row: AttachmentRow) -> AttachmentRow | None:
     """Record the attachment; None when a row with this id already exists
     (a completion that raced another one for the same upload)."""
