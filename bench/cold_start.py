@@ -1,0 +1,247 @@
+"""Cold start of every function, side by side with a bare functions-framework function.
+
+For each function target (functions/<target>.py that exists), start the
+process exactly as its container does — the functions-framework CLI with
+gunicorn, WORKERS/THREADS from knative/scaling.yaml, PORT, the settings —
+and time process start -> first response produced by the function's own
+code. The floor is a bare functions-framework "hello" function started the
+same way in the same run. Rounds interleave the targets so machine noise
+hits all alike. Prints each target's median and the ratio to the floor's
+median (target: within 1.3x). Record the figures in docs/operations.md.
+
+What counts as the first response:
+  - HTTP functions: any answer of the function's router to a GET on one of
+    its paths (2xx, or the 4xx problem it answers without a token or for a
+    method it does not serve, e.g. 401/405) — proof its module is loaded and
+    it ran. A 5xx or an answer that is not our JSON does not count.
+  - CloudEvent functions (sweepers): a 2xx to a PingSource-shaped event,
+    which includes their real work against PostgreSQL (one sweep).
+
+    .venv/bin/python bench/cold_start.py [--rounds 5] [--why TARGET]
+
+``--why TARGET`` prints the module's slowest imports (python -X importtime).
+Needs the `local` extra (embedded PostgreSQL, Redis, S3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from functions.routes import ROUTES, FunctionRoute  # noqa: E402
+from whatschat import embedded, tokens  # noqa: E402
+
+BIN = Path(sys.executable).parent
+FLOOR = "hello (floor)"
+HELLO = """import functions_framework
+
+
+@functions_framework.http
+def hello(request):
+    return "ok"
+"""
+TARGET_RATIO = 1.3
+
+
+def _scaling() -> dict[str, tuple[int, int]]:
+    """target -> (workers, threads) as deployed (knative/scaling.yaml)."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "knative" / "scaling.yaml").read_text())
+    defaults = data["defaults"]
+    result = {}
+    for target, own in data["functions"].items():
+        knobs = {**defaults, **(own or {})}
+        result[target] = (int(knobs["workers"]), int(knobs["threads"]))
+    return result
+
+
+def _probe_path(route: FunctionRoute) -> str:
+    if route.exact:
+        return route.exact[0]
+    return route.prefixes[0] + "1"
+
+
+def _first_response(port: int, route: FunctionRoute | None) -> bool:
+    """True once the server answered with the function's own response."""
+    url = f"http://127.0.0.1:{port}"
+    headers: dict[str, str] = {}
+    data: bytes | None = None
+    if route is None:
+        url += "/"
+    elif route.signature == "cloudevent":
+        url += "/"
+        data = b"{}"
+        headers = {
+            "Content-Type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-type": "dev.knative.sources.ping",
+            "ce-source": "bench/cold_start",
+            "ce-id": uuid.uuid4().hex,
+        }
+    else:
+        url += _probe_path(route)
+    request = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+            return True
+    except urllib.error.HTTPError as error:
+        with error:
+            kind = error.headers.get("Content-Type", "")
+            ours = kind.startswith("application/problem+json") or kind == "application/json"
+            if route is not None and route.signature == "http" and error.code < 500 and ours:
+                return True
+            raise RuntimeError(f"{url}: {error.code} {error.read()[:200]!r}") from None
+    except (ConnectionError, urllib.error.URLError):
+        return False
+
+
+def measure(route: FunctionRoute | None, hello_dir: Path, env: dict[str, str]) -> float:
+    """Seconds from process start to the first response, as the container would run it."""
+    port = embedded.free_port()
+    if route is None:
+        target, source, signature = "hello", str(hello_dir / "hello.py"), "http"
+    else:
+        target, signature = route.target, route.signature
+        source = str(ROOT / "functions" / f"{route.target}.py")
+    command = [
+        str(BIN / "functions-framework"),
+        f"--target={target}",
+        f"--source={source}",
+        f"--signature-type={signature}",
+        f"--port={port}",
+    ]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{target} exited with {process.returncode}")
+            if _first_response(port, route):
+                return time.perf_counter() - started
+            if time.perf_counter() - started > 60:
+                raise TimeoutError(f"{target}: no response in 60 s")
+            time.sleep(0.003)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def why(target: str) -> None:
+    """Print the slowest imports of one function module (cumulative microseconds)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / "functions" / f"{target}.py")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    rows = []
+    for line in result.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        # "import time:   self [us] | cumulative | imported package"
+        self_part, cumulative_us, name = line.split("|")
+        rows.append((int(cumulative_us), int(self_part.split(":")[-1]), name.rstrip()))
+    print(f"slowest imports of functions/{target}.py (cumulative ms; indent = nesting):")
+    for cumulative, _, name in sorted(rows, reverse=True)[:25]:
+        print(f"  {cumulative / 1000:8.1f}  {name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--why", default="", help="print a target's slowest imports and exit")
+    args = parser.parse_args(argv)
+    if args.why:
+        why(args.why)
+        return 0
+
+    routes = [r for r in ROUTES if (ROOT / "functions" / f"{r.target}.py").exists()]
+    missing = [r.target for r in ROUTES if r not in routes]
+    scaling = _scaling()
+    with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
+        folder = Path(tmp)
+        (folder / "hello.py").write_text(HELLO)
+        pg = embedded.EmbeddedPostgres(folder / "postgres")
+        rd = embedded.EmbeddedRedis(folder / "redis")
+        s3 = embedded.EmbeddedS3()
+        for server in (pg, rd, s3):
+            server.start()
+        try:
+            pair = tokens.generate_key_pair("bench")
+            base_env = {
+                **os.environ,
+                "DATABASE_URL": pg.url,
+                "REDIS_URL": rd.url,
+                "S3_ENDPOINT_URL": s3.url,
+                "S3_ACCESS_KEY_ID": s3.access_key_id,
+                "S3_SECRET_ACCESS_KEY": s3.secret_access_key,
+                "S3_BUCKET": "whatschat-bench",
+                "TOKEN_SIGNING_KEY_ID": pair.key_id,
+                "TOKEN_SIGNING_KEY": pair.private_pem,
+                "TOKEN_VERIFY_KEYS": json.dumps({pair.key_id: pair.public_pem}),
+            }
+            os.environ.update({k: v for k, v in base_env.items() if k.isupper()})
+            from whatschat.config import get_settings
+            from whatschat.storage import migrations, objects
+
+            get_settings.cache_clear()
+            migrations.apply(pg.url)
+            objects.ensure_bucket()
+            samples: dict[str, list[float]] = {FLOOR: []}
+            for route in routes:
+                samples[route.target] = []
+            for round_number in range(1, args.rounds + 1):
+                print(f"round {round_number}/{args.rounds}", file=sys.stderr, flush=True)
+                subjects: list[FunctionRoute | None] = [None, *routes]
+                for subject in subjects:
+                    workers, threads = scaling.get(subject.target if subject else "", (1, 8))
+                    env = {**base_env, "WORKERS": str(workers), "THREADS": str(threads)}
+                    name = subject.target if subject else FLOOR
+                    samples[name].append(measure(subject, folder, env))
+        finally:
+            for server in (s3, rd, pg):
+                server.stop()
+
+    floor = statistics.median(samples[FLOOR])
+    print(f"\ncold start, process start -> first response, {args.rounds} rounds, median (min)")
+    print(f"{'function':<18} {'median ms':>10} {'min ms':>8} {'x floor':>8}")
+    misses = []
+    for name, values in samples.items():
+        median = statistics.median(values)
+        ratio = median / floor
+        flag = "" if name == FLOOR or ratio <= TARGET_RATIO else "  > 1.3x"
+        if flag:
+            misses.append(name)
+        print(f"{name:<18} {median * 1000:10.0f} {min(values) * 1000:8.0f} {ratio:8.2f}{flag}")
+    if missing:
+        print(f"\nnot measured (no module yet): {', '.join(missing)}")
+    if misses:
+        print(f"\nabove {TARGET_RATIO}x the floor: {', '.join(misses)} (see --why TARGET)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
