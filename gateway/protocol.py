@@ -86,7 +86,8 @@ ClientFrame = Hello | Auth | Ping | Typing | PresenceQuery
 def _int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value >= 2**63:
         raise ProtocolError("bad_field", f"{name} must be a non-negative integer")
-    return value
+    number: int = value
+    return number
 
 
 def _token(doc: dict[str, Any]) -> str:

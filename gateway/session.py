@@ -108,6 +108,8 @@ class Session:
         else:
             cursor.syncing = True
             cursor.joined_seq = joined_seq
+            # Nothing at or before the join is visible: the replay starts after it.
+            cursor.delivered = max(cursor.delivered, joined_seq)
 
     def replay(
         self,
