@@ -61,6 +61,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WAIT_MS = 15_000  # how long a step may take to show on the other screen
+expect.set_options(timeout=WAIT_MS)
 PASSWORD = "correct horse battery staple"
 
 # Settings the test session may export for its own servers; the stack under
@@ -175,18 +176,22 @@ def send(person: Person, text: str) -> None:
 
 
 def tiny_png(width: int = 24, height: int = 16) -> bytes:
-    """A valid PNG (solid green), built here so the test needs no fixture file."""
+    """A valid PNG (an evening-sky gradient), built here so the test needs no fixture file."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
-    row = b"\x00" + b"\x0b\x6e\x4f" * width
+    rows = bytearray()
+    for y in range(height):
+        t = y / max(height - 1, 1)
+        pixel = bytes((int(40 + 215 * t), int(60 + 90 * t), int(140 - 80 * t)))
+        rows += b"\x00" + pixel * width  # filter type 0, then RGB pixels
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(row * height))
+        + chunk(b"IDAT", zlib.compress(bytes(rows)))
         + chunk(b"IEND", b"")
     )
 
@@ -304,11 +309,11 @@ def test_a_message_typed_by_one_appears_for_the_other_with_typing_shown(people: 
     expect(bob.page.locator("#message-list .text")).to_have_text(["Hello B"])
     # The typing line goes when the message arrives.
     expect(bob.page.locator("#typing")).to_have_text("")
-
-    send(bob, "Hi Alice! 👋")
-    expect(alice.page.locator("#message-list .text")).to_have_text(["Hello B", "Hi Alice! 👋"])
-    # Bob has the chat open, so Alice's message becomes "Read" on her screen.
+    # Bob has the chat open: his receipt turns Alice's "Sent" into "Read".
     expect(alice.page.locator("#message-list .mine .receipt")).to_have_text("✓✓ Read")
+
+    send(bob, "Hi Alice!")
+    expect(alice.page.locator("#message-list .text")).to_have_text(["Hello B", "Hi Alice!"])
 
     screenshot = os.environ.get("WHATSCHAT_SCREENSHOT")
     if screenshot:
@@ -324,6 +329,9 @@ def test_a_message_typed_by_one_appears_for_the_other_with_typing_shown(people: 
             "() => [...document.querySelectorAll('#message-list img')]"
             ".every(i => i.complete && i.naturalWidth > 0)"
         )
+        # At a person's pace: the gateway drops typing signals less than a second apart.
+        bob.page.get_by_label("Message", exact=True).type("See you there", delay=150)
+        expect(alice.page.locator("#typing")).to_have_text("Bob is typing…")
         alice.page.screenshot(path=screenshot)
 
 
@@ -402,12 +410,17 @@ def test_a_group_and_a_phone_sized_window(people: Any) -> None:
     dialog = alice.page.locator("#member-dialog")
     dialog.get_by_label("Username").fill(carol.username)
     dialog.get_by_role("button", name="Add", exact=True).click()
+    expect(dialog).to_be_hidden()
+    expect(alice.page.locator("#message-list .system")).to_have_text(
+        ["You created the group “Weekend trip”", "You added Carol"]
+    )
     send(alice, "Who is in?")
 
-    # Bob, on a phone: the list first, the group in it with one unread message.
+    # Bob, on a phone: the list first, the group in it with three unread
+    # messages (two system messages and Alice's, as the server counts them).
     group = bob.page.locator("#conversation-list button", has_text="Weekend trip")
     expect(group).to_be_visible()
-    expect(group.locator(".unread")).to_have_text("1")
+    expect(group.locator(".unread")).to_have_text("3")
     group.click()
     # One column: the open conversation replaces the list.
     expect(bob.page.locator("#sidebar")).to_be_hidden()

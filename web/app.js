@@ -31,6 +31,7 @@ const state = {
   presence: new Map(), // user id -> {online, last_seen}
   openId: null, // the conversation shown, or null
   typingSentAt: new Map(), // conversation id -> when we last told others we type
+  typingAfterSend: new Set(), // conversation ids where we sent a message since that
   typingShown: new Map(), // conversation id -> Map(user id -> timer) of people typing
   receiptTimer: null, // debounce of POST /v1/receipts
 };
@@ -51,13 +52,16 @@ function conversationFrom(summary, existing) {
   conversation.title = summary.title || null;
   conversation.unread = summary.unread_count ?? conversation.unread ?? 0;
   conversation.lastMessage = summary.last_message || conversation.lastMessage || null;
+  conversation.lastActivityAt = summary.last_activity_at || conversation.lastActivityAt || "";
   if (summary.members) conversation.members = summary.members;
   if (summary.peer) conversation.peer = summary.peer;
+  // Members (with read positions) come with GET /v1/conversations/{id}.
   for (const member of conversation.members) {
-    if (member.user) rememberUser(member.user);
-    else if (member.username) rememberUser(member);
-    const id = member.user_id ?? member.id;
-    if (member.read_seq !== undefined && id !== me().id) conversation.readers.set(id, member.read_seq);
+    rememberUser({ id: member.user_id, username: member.username, display_name: member.display_name });
+    if (member.user_id !== me().id) {
+      const before = conversation.readers.get(member.user_id) || 0;
+      conversation.readers.set(member.user_id, Math.max(before, member.read_seq));
+    }
   }
   if (conversation.peer) rememberUser(conversation.peer);
   return conversation;
@@ -151,7 +155,24 @@ $("logout").addEventListener("click", async () => {
 
 // --- the conversation list ---------------------------------------------------
 
-async function loadConversations() {
+// Many events ask for the list at once (a replay of a new conversation, a
+// membership change): at most one request runs and one waits. A caller that
+// joins the waiting one gets an answer read after its call.
+let listRunning = Promise.resolve();
+let listWaiting = null;
+
+function loadConversations() {
+  if (!listWaiting) {
+    listWaiting = listRunning.then(() => {
+      listWaiting = null;
+      return fetchConversations();
+    });
+    listRunning = listWaiting.catch(() => {});
+  }
+  return listWaiting;
+}
+
+async function fetchConversations() {
   const answer = await api.request("GET", "/v1/conversations");
   for (const summary of answer.conversations) {
     const existing = state.conversations.get(summary.id);
@@ -170,26 +191,22 @@ function conversationName(conversation) {
 /** The other person of a direct conversation, when known. */
 function peerOf(conversation) {
   if (conversation.kind !== "direct") return null;
-  if (conversation.peer) return conversation.peer;
-  for (const member of conversation.members) {
-    const id = member.user_id ?? member.id;
-    if (id !== me().id) return state.users.get(id) || member.user || member;
-  }
-  return null;
+  return conversation.peer || null;
 }
 
 function previewOf(message) {
   if (!message) return "";
   if (message.deleted) return "Message deleted";
   if (message.kind === "system") return systemText(message);
-  if (message.attachment && !message.text) return `📎 ${message.attachment.file_name}`;
+  if (message.attachment && !message.text) return `File: ${message.attachment.file_name}`;
   return message.text || "";
 }
 
 function sortedConversations() {
   const newest = (c) => {
-    const last = c.timeline.last() || c.lastMessage;
-    return last ? last.created_at : "";
+    const last = c.timeline.last();
+    const seen = last ? last.created_at : "";
+    return seen > (c.lastActivityAt || "") ? seen : c.lastActivityAt || "";
   };
   return [...state.conversations.values()].sort((a, b) => (newest(a) < newest(b) ? 1 : -1));
 }
@@ -255,14 +272,13 @@ $("group-form").addEventListener("submit", async (event) => {
   const usernames = form.members.value.split(",").map((s) => s.trim()).filter(Boolean);
   await withError($("group-error"), async () => {
     const group = await api.request("POST", "/v1/groups", {
-      body: { title: form.title.value.trim(), members: usernames },
+      body: { title: form.title.value.trim(), usernames },
     });
     form.reset();
     $("group-dialog").close();
-    const summary = group.conversation || group;
-    state.conversations.set(summary.id, conversationFrom(summary, state.conversations.get(summary.id)));
+    state.conversations.set(group.id, conversationFrom(group, state.conversations.get(group.id)));
     renderConversationList();
-    await openConversation(summary.id);
+    await openConversation(group.id);
   });
 });
 
@@ -300,6 +316,7 @@ async function openConversation(conversationId) {
   renderHeader(conversation);
   renderConversationList();
   renderTyping();
+  if (conversation.kind === "direct") gateway.queryPresence(); // a new contact, perhaps
   if (!conversation.historyLoaded) {
     await withError($("composer-error"), () => loadLatest(conversation));
   }
@@ -319,7 +336,7 @@ async function refreshConversation(conversationId) {
   state.conversations.set(conversationId, conversation);
   if (state.openId === conversationId) {
     renderHeader(conversation);
-    renderReceipts(conversation);
+    renderMessages(conversation); // system messages name members we may only know now
   }
   renderConversationList();
 }
@@ -332,7 +349,7 @@ function renderHeader(conversation) {
 
 function subtitleOf(conversation) {
   if (conversation.kind === "group") {
-    const names = conversation.members.map((m) => displayName(m.user_id ?? m.id));
+    const names = conversation.members.map((m) => displayName(m.user_id));
     return names.length ? names.join(", ") : "";
   }
   const peer = peerOf(conversation);
@@ -360,9 +377,8 @@ async function loadLatest(conversation) {
   });
   acceptPage(conversation, page);
   conversation.historyLoaded = true;
-  // What the newest page shows is, by definition, up to date.
-  const newest = page.messages.reduce((top, m) => Math.max(top, m.seq), 0);
-  conversation.timeline.filledUpTo(newest);
+  // The newest page ends at the newest seq we may see: up to date by definition.
+  conversation.timeline.filledUpTo(page.last_seq);
   if (!page.has_more) conversation.timeline.reachedStart = true;
 }
 
@@ -400,7 +416,8 @@ async function fillGap(conversation) {
     });
     acceptPage(conversation, page);
     const reached = page.messages.reduce((top, m) => Math.max(top, m.seq), timeline.high);
-    timeline.filledUpTo(page.messages.length < HISTORY_PAGE ? target - 1 : reached);
+    // No more after this page: every seq below the target is known (or not ours).
+    timeline.filledUpTo(page.has_more ? reached : target - 1);
     target = timeline.missingAfter();
   }
   if (state.openId === conversation.id) renderMessages(conversation);
@@ -524,7 +541,8 @@ function attachmentView(attachment) {
     });
   } else {
     const link = document.createElement("a");
-    link.textContent = `📄 ${attachment.file_name} (${formatSize(attachment.size_bytes)})`;
+    const kind = attachment.content_type === "application/pdf" ? "PDF" : "File";
+    link.textContent = `${kind}: ${attachment.file_name} (${formatSize(attachment.size_bytes)})`;
     link.href = "#";
     link.target = "_blank";
     link.rel = "noopener";
@@ -593,6 +611,9 @@ $("composer").addEventListener("submit", async (event) => {
   if (!conversation || !text) return;
   input.value = "";
   $("composer-error").textContent = "";
+  // The message ends "typing" on the other screens; the next keystroke starts
+  // it again, as soon as the gateway's own rate limit allows (limits in `ready`).
+  state.typingAfterSend.add(conversation.id);
   await sendMessage(conversation, { text });
 });
 
@@ -600,8 +621,14 @@ $("composer-text").addEventListener("input", () => {
   const conversationId = state.openId;
   if (!conversationId || !$("composer-text").value) return;
   const last = state.typingSentAt.get(conversationId) || 0;
-  if (Date.now() - last < TYPING_SEND_EVERY_MS) return;
+  // While typing on: one signal per 3 s. Right after a send: as soon as the
+  // gateway accepts another (it drops signals closer than its interval).
+  const every = state.typingAfterSend.has(conversationId)
+    ? gateway.typingIntervalMs + 100
+    : TYPING_SEND_EVERY_MS;
+  if (Date.now() - last < every) return;
   state.typingSentAt.set(conversationId, Date.now());
+  state.typingAfterSend.delete(conversationId);
   gateway.sendTyping(conversationId);
 });
 
@@ -623,7 +650,7 @@ $("composer-file").addEventListener("change", async (event) => {
  */
 async function sendMessage(conversation, { text, file }) {
   const clientMsgId = newClientMsgId();
-  const pending = { label: file ? `📎 ${file.name}${text ? ` — ${text}` : ""}` : text, failed: false };
+  const pending = { label: file ? `File: ${file.name}${text ? ` — ${text}` : ""}` : text, failed: false };
   conversation.timeline.pending.set(clientMsgId, pending);
   if (state.openId === conversation.id) {
     $("message-list").append(pendingItem(clientMsgId, pending));
@@ -659,7 +686,9 @@ async function withRetries(call, onRetry) {
       if (!(error instanceof ApiError) || !error.retryable || attempt >= SEND_RETRIES) throw error;
       onRetry();
       const hinted = error.problem.retry_after ? error.problem.retry_after * 1000 : 0;
-      await sleep(Math.max(hinted, Math.min(500 * 2 ** attempt, 8000)));
+      const backoff = Math.max(hinted, Math.min(500 * 2 ** attempt, 8000));
+      // Offline: wait for the network to come back rather than for the clock.
+      await (navigator.onLine ? sleep(backoff) : untilOnline(30000));
     }
   }
 }
@@ -720,8 +749,16 @@ function receiveMessage(message) {
   const outcome = conversation.timeline.accept(message);
   if (outcome === "duplicate") return;
   const isOpen = state.openId === conversation.id;
+  // The server moves a sender's read position to their own message without a
+  // read.updated event: whoever writes has read everything before.
+  if (message.sender_id !== null && message.sender_id !== me().id) {
+    const before = conversation.readers.get(message.sender_id) || 0;
+    conversation.readers.set(message.sender_id, Math.max(before, message.seq));
+  }
   if ((outcome === "added" || outcome === "gap") && message.seq > position) {
-    const fromOthers = message.sender_id !== me().id && message.kind !== "system";
+    // Counted like the server's unread_count: every message not sent by me
+    // (system messages too), so a reload shows the same number.
+    const fromOthers = message.sender_id !== me().id;
     if (fromOthers && !(isOpen && document.visibilityState === "visible")) conversation.unread += 1;
     clearTyping(conversation.id, message.sender_id);
   }
@@ -926,6 +963,19 @@ function formatSize(bytes) {
 
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves when the browser is back online, or after `ms` at the latest. */
+function untilOnline(ms) {
+  return new Promise((resolve) => {
+    const done = () => {
+      window.removeEventListener("online", done);
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    window.addEventListener("online", done);
+  });
 }
 
 /** Run an action; show an ApiError's message in `target` instead of throwing. */

@@ -72,6 +72,7 @@ export class Gateway {
     this.ready = false; // `ready` received on the current socket
     this.pendingCatchUp = []; // catch_up ranges, handed over on `ready`
     this.renewToken = false; // the last close asked for a new token
+    this.typingIntervalMs = 1000; // the gateway drops typing frames closer than this (ready.limits)
     // The browser knows when the network goes: drop the socket at once instead
     // of waiting for a ping to time out, and reconnect as soon as it is back.
     window.addEventListener("offline", () => this._drop("offline"));
@@ -159,6 +160,9 @@ export class Gateway {
       case "ready":
         this.ready = true;
         this.attempt = 0;
+        if (frame.limits && frame.limits.typing_interval_seconds) {
+          this.typingIntervalMs = frame.limits.typing_interval_seconds * 1000;
+        }
         this.hooks.onState("online");
         this._schedulePing();
         this._scheduleAuth(frame.expires_at);
