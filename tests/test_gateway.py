@@ -439,5 +439,5 @@ def test_out_of_order_publish_is_reordered_and_a_never_published_message_is_fill
         await reader
 
     asyncio.run(scenario())
-    status, body = gw.http("/metrics")
+    _, body = gw.http("/metrics")
     assert b"whatschat_gateway_gap_fills_total 1.0" in body
