@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -82,6 +83,7 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         WHATSCHAT_API_PORT=str(free_port()),
         GATEWAY_PORT=str(free_port()),
         GATEWAY_HTTP_PORT=str(free_port()),
+        SEND_RATE_LIMIT="1000",  # the history test sends 70 messages at once
     )
     ready = folder / "ready.json"
     log = (folder / "stack.log").open("wb")
@@ -354,6 +356,18 @@ def test_an_uploaded_image_appears_for_the_other(people: Any) -> None:
     # The sender sees it once too (the send answer and the event are one message).
     expect(alice.page.locator("#message-list img")).to_have_count(1)
 
+    # A PDF is a link to a short-lived download address on the object store.
+    pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+    alice.page.get_by_label("Attach an image or PDF").set_input_files(
+        {"name": "plan.pdf", "mimeType": "application/pdf", "buffer": pdf}
+    )
+    link = bob.page.get_by_role("link", name="PDF: plan.pdf")
+    expect(link).to_have_attribute("href", re.compile(r"^http://127\.0\.0\.1:\d+/.+plan"))
+    href = link.get_attribute("href")
+    assert href is not None
+    download = bob.page.request.get(href)
+    assert download.ok and download.body() == pdf
+
 
 def test_going_offline_and_back_loses_nothing_and_doubles_nothing(people: Any) -> None:
     alice, bob = people("Alice"), people("Bob")
@@ -361,38 +375,80 @@ def test_going_offline_and_back_loses_nothing_and_doubles_nothing(people: Any) -
     open_direct(bob, alice)
     send(alice, "before 1")
     expect(bob.page.locator("#message-list .text")).to_have_text(["before 1"])
+    texts = bob.page.locator("#message-list .text")
 
-    # Bob's network goes: the page sees "offline" and its socket is gone.
+    # 1. Bob's network goes: the page sees "offline" and drops its socket.
+    # Only the gateway's replay from Bob's positions can bring these back.
     bob.context.set_offline(True)
     expect(bob.page.locator("#connection")).to_have_text("Offline")
     missed = [f"while away {n}" for n in range(1, 6)]
     for text in missed:
         send(alice, text)
     expect(alice.page.locator("#message-list .text")).to_have_count(1 + len(missed))
-    # Bob writes while offline: shown as pending, sent when the network is back.
-    send(bob, "written offline")
-    expect(bob.page.locator("#message-list .pending")).to_have_count(1)
-
     bob.context.set_offline(False)
     expect(bob.page.locator("#connection")).to_have_text("Online")
-    expected = ["before 1", *missed, "written offline"]
-    expect(bob.page.locator("#message-list .text")).to_have_text(expected)
+    expected = ["before 1", *missed]
+    expect(texts).to_have_text(expected)
+
+    # 2. Offline again, and both write: Bob's message waits as "Sending…" and
+    # goes out (once) with its client_msg_id when the network is back.
+    bob.context.set_offline(True)
+    expect(bob.page.locator("#connection")).to_have_text("Offline")
+    send(alice, "meanwhile")
+    expect(alice.page.locator("#message-list .text")).to_have_count(len(expected) + 1)
+    send(bob, "written offline")
+    expect(bob.page.locator("#message-list .pending")).to_have_count(1)
+    bob.context.set_offline(False)
+    expected += ["meanwhile", "written offline"]
+    expect(texts).to_have_text(expected)
     expect(alice.page.locator("#message-list .text")).to_have_text(expected)
 
-    # The socket drops without the browser noticing a network change: the
-    # client reconnects and resumes from its positions.
+    # 3. The socket drops behind the browser's back: reconnect and resume.
     bob.page.evaluate("window.whatschat.gateway.simulateDrop()")
     send(alice, "after the drop")
+    expected.append("after the drop")
     expect(bob.page.locator("#connection")).to_have_text("Online")
-    expect(bob.page.locator("#message-list .text")).to_have_text([*expected, "after the drop"])
+    expect(texts).to_have_text(expected)
 
-    # Nothing doubled: every (conversation, seq) is on screen once, in order.
+    # Nothing doubled, nothing missing: seqs 1..N on both screens, once each.
     for person in (alice, bob):
         seqs = person.page.eval_on_selector_all(
             "#message-list li[data-seq]", "items => items.map(i => Number(i.dataset.seq))"
         )
-        assert seqs == sorted(set(seqs)), f"{person.username} sees {seqs}"
+        assert seqs == list(range(1, len(expected) + 1)), f"{person.username} sees {seqs}"
         assert person.page.locator("#message-list .pending").count() == 0
+
+    # 4. A reload starts from the server's copy: the same conversation.
+    bob.page.reload()
+    bob.page.locator("#conversation-list button").first.click()
+    expect(texts).to_have_text(expected)
+
+
+def test_history_scrolls_back_page_by_page(people: Any) -> None:
+    alice, bob = people("Alice"), people("Bob")
+    open_direct(alice, bob)
+    # 70 messages through the API, as fast as the page can send them.
+    alice.page.evaluate(
+        """async () => {
+          const { api, state } = window.whatschat;
+          for (let n = 1; n <= 70; n += 1) {
+            await api.request("POST", "/v1/messages", { body: {
+              conversation_id: state.openId, client_msg_id: `bulk-${n}`, text: `m${n}` } });
+          }
+        }"""
+    )
+    # Bob's page got them all live; a reload starts it from the server's copy.
+    bob.page.reload()
+    expect(bob.page.locator("#connection")).to_have_text("Online")
+    open_direct(bob, alice)
+    texts = bob.page.locator("#message-list .text")
+    # The newest page first (50), the rest on scrolling up.
+    expect(texts).to_have_count(50)
+    expect(texts.first).to_have_text("m21")
+    expect(texts.last).to_have_text("m70")
+    bob.page.locator("#messages").evaluate("box => { box.scrollTop = 0; }")
+    expect(texts).to_have_text([f"m{n}" for n in range(1, 71)])
+    expect(bob.page.get_by_role("button", name="Load earlier messages")).to_be_hidden()
 
 
 def test_a_group_and_a_phone_sized_window(people: Any) -> None:

@@ -1005,4 +1005,4 @@ if (api.session) {
 }
 
 // The browser tests read this to wait for the client and to drop the socket.
-window.whatschat = { state, gateway };
+window.whatschat = { state, gateway, api };
