@@ -100,42 +100,61 @@ def _send_txn(
     reply_to_seq: int | None,
     attachment_id: uuid.UUID | None,
 ) -> MessageView:
+    # Two statements: lock + checks, then message + event. The message's id
+    # and time are taken in the first, so its event is built in between.
     conn = txn.conn
-    conversation = conversation_rows.take_seqs_txn(conn, conversation_id)
-    if conversation is None:
-        raise not_found(f"No conversation {conversation_id}")
-    context = message_rows.send_context_txn(conn, conversation_id, sender_id, client_msg_id)
-    if not context["is_member_row"]:
+    context = message_rows.lock_for_send_txn(conn, conversation_id, sender_id, client_msg_id)
+    if context is None or not context["is_member_row"]:
         raise not_found(f"No conversation {conversation_id}")
     if context["left_seq"] is not None:
-        raise Problem("forbidden", "You are no longer a member of this conversation")
+        raise _no_longer_member()
     if context["dup_seq"] is not None:
         raise _AlreadySent()
-    seq = int(conversation["last_seq"])
+    seq = int(context["last_seq"])
     if reply_to_seq is not None and not context["joined_seq"] < reply_to_seq < seq:
         raise _field_problem("reply_to_seq", "is not a message of this conversation you can see")
+    attachment: dict[str, Any] = {}
     if attachment_id is not None:
-        attachment = message_rows.attachment_txn(conn, attachment_id)
+        found = message_rows.attachment_txn(conn, attachment_id)
         if (
-            attachment is None
-            or attachment["conversation_id"] != conversation_id
-            or attachment["uploader_id"] != sender_id
+            found is None
+            or found["conversation_id"] != conversation_id
+            or found["uploader_id"] != sender_id
         ):
             raise _field_problem("attachment_id", "is not a file you uploaded to this conversation")
-    row = message_rows.insert_txn(
-        conn,
-        conversation_id=conversation_id,
-        seq=seq,
-        kind="file" if attachment_id is not None else "text",
-        sender_id=sender_id,
-        client_msg_id=client_msg_id,
-        body=text,
-        reply_to_seq=reply_to_seq,
-        attachment_id=attachment_id,
-    )
+        attachment = {f"attachment_{key}": found[key] for key in _ATTACHMENT_FIELDS}
+    row = {
+        "id": context["message_id"],
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "sender_id": sender_id,
+        "client_msg_id": client_msg_id,
+        "kind": "file" if attachment_id is not None else "text",
+        "body": text,
+        "reply_to_seq": reply_to_seq,
+        "attachment_id": attachment_id,
+        "system_event": None,
+        "created_at": context["created_at"],
+        "edited_at": None,
+        "deleted_at": None,
+        **attachment,
+    }
     view = message_view(row)
-    txn.emit(chat_events.message_created(view))
+    event = chat_events.message_created(view)
+    outbox_id = message_rows.insert_sent_txn(
+        conn, row, channel=event.channel, payload=event.encode()
+    )
+    if outbox_id is None:  # removed from the conversation while we waited for its lock
+        raise _no_longer_member()
+    txn.emitted(outbox_id)
     return view
+
+
+_ATTACHMENT_FIELDS = ("file_name", "content_type", "size_bytes")
+
+
+def _no_longer_member() -> Problem:
+    return Problem("forbidden", "You are no longer a member of this conversation")
 
 
 def _original(sender_id: int, conversation_id: int, client_msg_id: str) -> MessageView:

@@ -120,12 +120,11 @@ class DuplicateClientMsgId(Exception):
 def send_context_txn(
     conn: Connection, conversation_id: int, sender_id: int, client_msg_id: str
 ) -> dict[str, Any]:
-    """What a send checks, in one round trip: the sender's membership and an
-    earlier message with the same client_msg_id.
+    """What a send checks: the sender's membership and an earlier message with
+    the same client_msg_id.
 
     Columns: is_member_row, joined_seq, left_seq, dup_conversation_id, dup_seq
-    (NULLs when absent). Run it after locking the conversation, so it sees a
-    concurrent retry that committed while we waited for the lock.
+    (NULLs when absent).
     """
     row: dict[str, Any] | None = conn.execute(
         """
@@ -141,10 +140,111 @@ def send_context_txn(
     return row
 
 
-def attachment_txn(conn: Connection, attachment_id: uuid.UUID) -> dict[str, Any] | None:
-    """The attachment's conversation_id and uploader_id, or None."""
+def lock_for_send_txn(
+    conn: Connection, conversation_id: int, sender_id: int, client_msg_id: str
+) -> dict[str, Any] | None:
+    """Take the conversation's next seq (locking its row until commit) and read
+    what the send checks, in one statement; None when the conversation does not exist.
+
+    Columns: last_seq (the seq taken), created_at (the transaction's time),
+    message_id (the new message's id, taken now so the event can be built
+    before the insert), is_member_row, joined_seq, left_seq,
+    dup_conversation_id, dup_seq.
+
+    The membership and the earlier send are read from the statement's
+    snapshot, which may predate a change committed while we waited for the
+    lock: :func:`insert_sent_txn` re-checks membership, and a concurrent retry
+    surfaces as :class:`DuplicateClientMsgId`.
+    """
     row: dict[str, Any] | None = conn.execute(
-        "SELECT conversation_id, uploader_id FROM attachments WHERE id = %s", (attachment_id,)
+        """
+        WITH c AS (
+            UPDATE conversations SET last_seq = last_seq + 1, updated_at = now()
+            WHERE id = %(cid)s
+            RETURNING last_seq
+        )
+        SELECT c.last_seq, now() AS created_at,
+               nextval(pg_get_serial_sequence('messages', 'id')) AS message_id,
+               mb.user_id IS NOT NULL AS is_member_row, mb.joined_seq, mb.left_seq,
+               dup.conversation_id AS dup_conversation_id, dup.seq AS dup_seq
+        FROM c
+        LEFT JOIN members mb ON mb.conversation_id = %(cid)s AND mb.user_id = %(uid)s
+        LEFT JOIN messages dup ON dup.sender_id = %(uid)s AND dup.client_msg_id = %(cmid)s
+        """,
+        {"cid": conversation_id, "uid": sender_id, "cmid": client_msg_id},
+    ).fetchone()
+    return row
+
+
+def insert_sent_txn(
+    conn: Connection,
+    row: dict[str, Any],
+    *,
+    channel: str,
+    payload: bytes,
+) -> int | None:
+    """Insert a sent message (a MESSAGE_COLUMNS row built by the caller) and its
+    outbox event in one statement; return the outbox row id.
+
+    The sender's read position moves to the message. Nothing is inserted and
+    None returned when the sender is no longer a member (removed while the
+    send waited for the conversation lock). Raises :class:`DuplicateClientMsgId`.
+    """
+    try:
+        found: dict[str, Any] | None = conn.execute(
+            """
+            WITH m AS (
+                INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, kind,
+                                      body, reply_to_seq, attachment_id, created_at)
+                OVERRIDING SYSTEM VALUE
+                SELECT %(id)s, %(cid)s, %(seq)s, %(sender)s, %(cmid)s, %(kind)s, %(body)s,
+                       %(reply)s, %(attachment)s, %(created_at)s
+                WHERE EXISTS (
+                    SELECT 1 FROM members
+                    WHERE conversation_id = %(cid)s AND user_id = %(sender)s
+                      AND left_seq IS NULL
+                )
+                RETURNING id
+            ), sender_read AS (
+                UPDATE members SET read_seq = %(seq)s
+                WHERE conversation_id = %(cid)s AND user_id = %(sender)s AND read_seq < %(seq)s
+                  AND EXISTS (SELECT 1 FROM m)
+            )
+            INSERT INTO outbox (channel, payload)
+            SELECT %(channel)s, %(payload)s FROM m
+            RETURNING id
+            """,
+            {
+                "id": row["id"],
+                "cid": row["conversation_id"],
+                "seq": row["seq"],
+                "sender": row["sender_id"],
+                "cmid": row["client_msg_id"],
+                "kind": row["kind"],
+                "body": row["body"],
+                "reply": row["reply_to_seq"],
+                "attachment": row["attachment_id"],
+                "created_at": row["created_at"],
+                "channel": channel,
+                "payload": payload,
+            },
+        ).fetchone()
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "messages_sender_client_msg_id_key":
+            raise DuplicateClientMsgId(row["client_msg_id"]) from exc
+        raise
+    return None if found is None else int(found["id"])
+
+
+def attachment_txn(conn: Connection, attachment_id: uuid.UUID) -> dict[str, Any] | None:
+    """The attachment's conversation_id, uploader_id, file_name, content_type,
+    size_bytes; or None."""
+    row: dict[str, Any] | None = conn.execute(
+        """
+        SELECT conversation_id, uploader_id, file_name, content_type, size_bytes
+        FROM attachments WHERE id = %s
+        """,
+        (attachment_id,),
     ).fetchone()
     return row
 

@@ -1,0 +1,323 @@
+"""Send throughput and latency through the HTTP send function, next to the floor.
+
+Starts its own embedded PostgreSQL and Redis, serves every function with
+``whatschat serve-api`` (gunicorn, one process, threads) on a free port, then
+runs two phases with the same number of concurrent clients:
+
+- **function**: ``POST /v1/messages`` over keep-alive HTTP (token check,
+  validation, rate limit, the send transaction, PUBLISH, outbox marked);
+- **floor**: the same database and Redis work done by a minimal psycopg +
+  redis script in this process: lock the conversation taking the next seq,
+  INSERT the message, INSERT the outbox row, COMMIT, PUBLISH, mark the row.
+
+Two layouts, both measured: each sender writes to a conversation of its own
+(chat traffic spread over many conversations), and every sender writes to
+one hot conversation (its row lock serializes the sends). It prints
+messages/s and p50/p99 latency of both phases and their ratio.
+
+Run: ``.venv/bin/python bench/send_bench.py [--messages 4000] [--clients 8]``.
+Figures are recorded in docs/messaging.md (benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import psycopg
+import redis
+
+from whatschat import embedded, events, tokens
+from whatschat.config import get_settings
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def _run(
+    clients: int, per_client: int, make_sender: Callable[[int], Callable[[int], None]]
+) -> tuple[list[float], float]:
+    """``clients`` threads each calling their sender ``per_client`` times;
+    all latencies (seconds) and the wall time."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+    failures: list[BaseException] = []
+
+    def client(index: int) -> None:
+        send = make_sender(index)
+        mine: list[float] = []
+        barrier.wait()
+        try:
+            for n in range(per_client):
+                started = time.perf_counter()
+                send(n)
+                mine.append(time.perf_counter() - started)
+        except BaseException as exc:  # reported after the run
+            failures.append(exc)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} clients failed, first: {failures[0]!r}")
+    return latencies, wall
+
+
+def _http_sender(
+    port: int, token: str, conversations: list[int], tag: str
+) -> Callable[[int], Callable[[int], None]]:
+    def make(index: int) -> Callable[[int], None]:
+        conversation_id = conversations[index % len(conversations)]
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+        def send(n: int) -> None:
+            body = {
+                "conversation_id": conversation_id,
+                "client_msg_id": f"{tag}-{index}-{n}",
+                "text": "benchmark message",
+            }
+            connection.request("POST", "/v1/messages", json.dumps(body), headers)
+            response = connection.getresponse()
+            answer = response.read()
+            if response.status != 201:
+                raise RuntimeError(f"send answered {response.status}: {answer!r}")
+
+        return send
+
+    return make
+
+
+def _rejected_sender(port: int, token: str | None) -> Callable[[int], Callable[[int], None]]:
+    """POST /v1/messages answered with a problem before any database work."""
+
+    def make(index: int) -> Callable[[int], None]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+
+        def send(n: int) -> None:
+            connection.request("POST", "/v1/messages", "{}", headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status not in (401, 422):
+                raise RuntimeError(f"expected a problem, got {response.status}")
+
+        return send
+
+    return make
+
+
+def _floor_sender(
+    database_url: str, redis_url: str, user_id: int, conversations: list[int], tag: str
+) -> Callable[[int], Callable[[int], None]]:
+    """The same work as a send, with nothing else: the floor."""
+    publisher = redis.Redis.from_url(redis_url)
+
+    def make(index: int) -> Callable[[int], None]:
+        conversation_id = conversations[index % len(conversations)]
+        channel = events.conversation_channel(conversation_id)
+        conn = psycopg.connect(database_url)
+
+        def send(n: int) -> None:
+            with conn.transaction():
+                (seq,) = conn.execute(  # type: ignore[misc]
+                    "UPDATE conversations SET last_seq = last_seq + 1, updated_at = now()"
+                    " WHERE id = %s RETURNING last_seq",
+                    (conversation_id,),
+                ).fetchone()
+                (message_id, created_at) = conn.execute(  # type: ignore[misc]
+                    "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind,"
+                    " body) VALUES (%s, %s, %s, %s, 'text', %s) RETURNING id, created_at",
+                    (conversation_id, seq, user_id, f"{tag}-{index}-{n}", "benchmark message"),
+                ).fetchone()
+                message = {
+                    "id": message_id,
+                    "seq": seq,
+                    "text": "benchmark message",
+                    "created_at": created_at.isoformat(),
+                }
+                payload = orjson.dumps(
+                    {
+                        "v": 1, "id": uuid.uuid4().hex, "type": "message.created",
+                        "ts": int(time.time() * 1000), "conversation_id": conversation_id,
+                        "seq": seq, "user_id": None, "data": {"message": message},
+                    }
+                )  # fmt: skip
+                (outbox_id,) = conn.execute(  # type: ignore[misc]
+                    "INSERT INTO outbox (channel, payload) VALUES (%s, %s) RETURNING id",
+                    (channel, payload),
+                ).fetchone()
+            publisher.publish(channel, payload)
+            with conn.transaction():
+                conn.execute("UPDATE outbox SET published_at = now() WHERE id = %s", (outbox_id,))
+
+        return send
+
+    return make
+
+
+def _line(name: str, latencies: list[float], wall: float) -> float:
+    rate = len(latencies) / wall
+    print(
+        f"{name:<10} {len(latencies):>7} {rate:>10.0f} {_percentile(latencies, 0.5) * 1e3:>9.2f}"
+        f" {_percentile(latencies, 0.99) * 1e3:>9.2f} {statistics.mean(latencies) * 1e3:>9.2f}"
+    )
+    return rate
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=4000, help="messages per phase")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent senders")
+    parser.add_argument("--threads", type=int, default=16, help="server threads")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both phases")
+    args = parser.parse_args()
+    per_client = args.messages // args.clients
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python"
+        f" {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+    with tempfile.TemporaryDirectory(prefix="send-bench-") as tmp:
+        postgres = embedded.EmbeddedPostgres(Path(tmp) / "postgres")
+        redis_server = embedded.EmbeddedRedis(Path(tmp) / "redis")
+        server: subprocess.Popen[bytes] | None = None
+        try:
+            postgres.start()
+            redis_server.start()
+            from whatschat.storage import migrations
+
+            migrations.apply(postgres.url)
+            pair = tokens.generate_key_pair("bench")
+            env = {
+                "DATABASE_URL": postgres.url,
+                "REDIS_URL": redis_server.url,
+                "TOKEN_SIGNING_KEY_ID": pair.key_id,
+                "TOKEN_SIGNING_KEY": pair.private_pem,
+                "TOKEN_VERIFY_KEYS": json.dumps({pair.key_id: pair.public_pem}),
+                "SEND_RATE_LIMIT": "100000000",  # measure cost, not throttling
+                "DATABASE_POOL_MAX_SIZE": str(args.clients),
+                "LOG_LEVEL": "WARNING",
+            }
+            os.environ.update(env)
+            get_settings.cache_clear()
+
+            with psycopg.connect(postgres.url, autocommit=True) as db:
+                ids = [
+                    db.execute(
+                        "INSERT INTO users (username, display_name, password_hash)"
+                        " VALUES (%s, %s, 'x') RETURNING id",
+                        (name, name),
+                    ).fetchone()[0]  # type: ignore[index]
+                    for name in ("bench_a", "bench_b")
+                ]
+                # Per layout and phase, its own conversations: "spread" has
+                # one per sender, "hot" a single one.
+                layouts: dict[str, dict[str, list[int]]] = {}
+                for layout, count in (("spread", args.clients), ("hot", 1)):
+                    layouts[layout] = {}
+                    for phase in ("function", "floor"):
+                        created = []
+                        for n in range(count):
+                            (cid,) = db.execute(  # type: ignore[misc]
+                                "INSERT INTO conversations (kind, direct_key) VALUES ('direct', %s)"
+                                " RETURNING id",
+                                (f"{ids[0]}:{ids[1]}:{layout}:{phase}:{n}",),
+                            ).fetchone()
+                            for user in ids:
+                                db.execute(
+                                    "INSERT INTO members (conversation_id, user_id)"
+                                    " VALUES (%s, %s)",
+                                    (cid, user),
+                                )
+                            created.append(cid)
+                        layouts[layout][phase] = created
+            token, _ = tokens.issue_access_token(ids[0], "bench_a")
+
+            port = embedded.free_port()
+            server = subprocess.Popen(
+                [sys.executable, "-m", "whatschat.cli", "serve-api", "--host", "127.0.0.1",
+                 "--port", str(port), "--threads", str(args.threads)],
+                env={**os.environ, **env},
+            )  # fmt: skip
+            embedded.wait_for_port(port, 60, server)
+
+            def function_phase(where: list[int], count: int, tag: str) -> tuple[list[float], float]:
+                return _run(args.clients, count, _http_sender(port, token, where, tag))
+
+            def floor_phase(where: list[int], count: int, tag: str) -> tuple[list[float], float]:
+                sender = _floor_sender(postgres.url, redis_server.url, ids[0], where, f"f{tag}")
+                return _run(args.clients, count, sender)
+
+            # Warm up both paths (function loading, pools, prepared statements).
+            function_phase(layouts["spread"]["function"], 20, "warm")
+            floor_phase(layouts["spread"]["floor"], 20, "warm")
+
+            print(
+                f"{args.messages} messages per phase, {args.clients} concurrent senders,"
+                f" server: 1 process x {args.threads} threads"
+            )
+            print("\nthe HTTP stack alone (no database work)")
+            print(f"{'request':<10} {'reqs':>7} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}", end="")
+            print(f" {'mean ms':>9}")
+            for name, auth in (("401", None), ("422+token", token)):
+                _run(args.clients, 20, _rejected_sender(port, auth))
+                _line(name, *_run(args.clients, per_client, _rejected_sender(port, auth)))
+            for layout, where in layouts.items():
+                described = (
+                    "one conversation per sender" if layout == "spread" else "one hot conversation"
+                )
+                print(f"\n{layout}: {described}")
+                print(
+                    f"{'phase':<10} {'msgs':>7} {'msg/s':>10} {'p50 ms':>9} {'p99 ms':>9}", end=""
+                )
+                print(f" {'mean ms':>9}")
+                ratios = []
+                for round_ in range(args.rounds):
+                    tag = f"{layout}{round_}"
+                    function_rate = _line(
+                        "function", *function_phase(where["function"], per_client, tag)
+                    )
+                    floor_rate = _line("floor", *floor_phase(where["floor"], per_client, tag))
+                    ratios.append(function_rate / floor_rate)
+                    print(f"{'ratio':<10} {'':>7} {function_rate / floor_rate:>10.2f}")
+                median = statistics.median(ratios)
+                print(f"{layout}: median ratio function/floor {median:.2f}")
+            print(f"({datetime.now(UTC):%Y-%m-%d})")
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(15)
+            redis_server.stop()
+            postgres.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
