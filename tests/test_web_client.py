@@ -64,6 +64,7 @@ CHROMIUM_ARGS = [
 WAIT_MS = 15_000  # how long a step may take to show on the other screen
 expect.set_options(timeout=WAIT_MS)
 PASSWORD = "correct horse battery staple"
+TOKEN_TTL_SECONDS = 30  # the shortest the settings allow
 
 # Settings the test session may export for its own servers; the stack under
 # test starts its own embedded ones instead (as in tests/test_local_stack.py).
@@ -84,6 +85,9 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         GATEWAY_PORT=str(free_port()),
         GATEWAY_HTTP_PORT=str(free_port()),
         SEND_RATE_LIMIT="1000",  # the history test sends 70 messages at once
+        # Short-lived access tokens: the client renews them (and rotates the
+        # refresh token) every few seconds in every test, as it must.
+        ACCESS_TOKEN_TTL_SECONDS=str(TOKEN_TTL_SECONDS),
     )
     ready = folder / "ready.json"
     log = (folder / "stack.log").open("wb")
@@ -477,7 +481,9 @@ def test_a_group_and_a_phone_sized_window(people: Any) -> None:
     group = bob.page.locator("#conversation-list button", has_text="Weekend trip")
     expect(group).to_be_visible()
     expect(group.locator(".unread")).to_have_text("3")
-    group.click()
+    # By keyboard: the list items are buttons.
+    group.focus()
+    bob.page.keyboard.press("Enter")
     # One column: the open conversation replaces the list.
     expect(bob.page.locator("#sidebar")).to_be_hidden()
     expect(bob.page.locator("#message-list .text")).to_have_text(["Who is in?"])
@@ -490,3 +496,19 @@ def test_a_group_and_a_phone_sized_window(people: Any) -> None:
     carol_group = carol.page.locator("#conversation-list button", has_text="Weekend trip")
     carol_group.click()
     expect(carol.page.locator("#message-list .text")).to_have_text(["Who is in?"])
+
+
+def test_a_session_outlives_its_access_token(people: Any) -> None:
+    alice, bob = people("Alice"), people("Bob")
+    open_direct(alice, bob)
+    open_direct(bob, alice)
+    first = alice.page.evaluate("window.whatschat.api.accessToken")
+    # Wait past the first token's expiry (no assertion on timing: the wait
+    # only makes sure the token the page started with is dead by now).
+    alice.page.wait_for_timeout((TOKEN_TTL_SECONDS + 5) * 1000)
+    assert alice.page.evaluate("window.whatschat.api.accessToken") != first
+    send(alice, "still here")
+    expect(bob.page.locator("#message-list .text")).to_have_text(["still here"])
+    send(bob, "me too")
+    expect(alice.page.locator("#message-list .text")).to_have_text(["still here", "me too"])
+    expect(alice.page.locator("#connection")).to_have_text("Online")
