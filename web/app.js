@@ -50,6 +50,7 @@ function conversationFrom(summary, existing) {
   };
   conversation.kind = summary.kind;
   conversation.title = summary.title || null;
+  conversation.membership = summary.membership || "member"; // "left": read-only
   conversation.unread = summary.unread_count ?? conversation.unread ?? 0;
   conversation.lastMessage = summary.last_message || conversation.lastMessage || null;
   conversation.lastActivityAt = summary.last_activity_at || conversation.lastActivityAt || "";
@@ -111,8 +112,20 @@ const gateway = new Gateway({
 
 function showSignedOut() {
   gateway.stop();
+  // Nothing of the last person may stay on screen for the next one.
   state.conversations.clear();
+  state.users.clear();
+  state.presence.clear();
   state.openId = null;
+  $("conversation-list").replaceChildren();
+  $("message-list").replaceChildren();
+  $("conversation-title").textContent = "No conversation open";
+  $("conversation-subtitle").textContent = "";
+  $("typing").textContent = "";
+  $("composer").hidden = true;
+  $("add-member").hidden = true;
+  $("empty-hint").hidden = false;
+  $("chat-view").classList.remove("show-conversation");
   $("chat-view").hidden = true;
   $("auth-view").hidden = false;
   $("login-username").focus();
@@ -309,7 +322,6 @@ async function openConversation(conversationId) {
   state.openId = conversationId;
   const conversation = state.conversations.get(conversationId);
   $("chat-view").classList.add("show-conversation");
-  $("composer").hidden = false;
   $("empty-hint").hidden = true;
   $("composer-error").textContent = "";
   $("message-list").replaceChildren();
@@ -342,9 +354,11 @@ async function refreshConversation(conversationId) {
 }
 
 function renderHeader(conversation) {
+  const member = conversation.membership !== "left";
   $("conversation-title").textContent = conversationName(conversation);
-  $("add-member").hidden = conversation.kind !== "group";
-  $("conversation-subtitle").textContent = subtitleOf(conversation);
+  $("add-member").hidden = conversation.kind !== "group" || !member;
+  $("conversation-subtitle").textContent = member ? subtitleOf(conversation) : "You left this group";
+  $("composer").hidden = !member; // a former member keeps what they saw, read-only
 }
 
 function subtitleOf(conversation) {
@@ -577,7 +591,9 @@ function systemText(message) {
     case "member.role_changed":
       return `${who(event.user_id)} is now ${event.role}`;
     case "group.updated":
-      return `${who(event.actor_id)} updated the group`;
+      return event.title
+        ? `${who(event.actor_id)} named the group “${event.title}”`
+        : `${who(event.actor_id)} updated the group`;
     default:
       return message.text || "Group updated";
   }
@@ -738,10 +754,11 @@ function receiveMessage(message) {
   const conversation = state.conversations.get(message.conversation_id);
   if (!conversation) {
     // A conversation we do not know yet (someone started it): fetch the list.
-    loadConversations().then(() => {
-      const known = state.conversations.get(message.conversation_id);
-      if (known) receiveMessage(message);
-    });
+    loadConversations()
+      .then(() => {
+        if (state.conversations.has(message.conversation_id)) receiveMessage(message);
+      })
+      .catch(() => {}); // the next event or reconnect loads the list again
     return;
   }
   // Messages up to the position were already counted in the list's unread_count.
