@@ -160,6 +160,7 @@ class Gateway:
         self.db_slots = asyncio.Semaphore(settings.gateway_resync_concurrency)  # replays at once
         self.gap_timers: dict[int, asyncio.TimerHandle] = {}  # conversation -> pending fill
         self.typing_sent: dict[tuple[int, int], float] = {}  # (user, conversation) -> time
+        self.presence_updates: dict[int, asyncio.Task[Any]] = {}  # user -> last update queued
         self.tasks: set[asyncio.Task[Any]] = set()  # background tasks kept alive
         self.draining = False  # SIGTERM received: refuse new sockets
         self.server: Server | None = None  # the WebSocket server
@@ -260,7 +261,7 @@ class Gateway:
                 await ws.close(CloseCode.TRY_AGAIN_LATER, "storage unavailable, retry")
                 return
             if first_here:
-                self.spawn(self._went_online(session))
+                self._presence_update(session.user_id, self._went_online(session))
             link.live = True
             self._kick(link)
             async for message in ws:
@@ -282,7 +283,7 @@ class Gateway:
         self.link_count -= 1
         if not mine:
             self.links.pop(session.user_id, None)
-            self.spawn(self._went_offline(session.user_id))
+            self._presence_update(session.user_id, self._went_offline(session.user_id))
         gone = [key for key in self.router.channels_of(session) if self.router.detach(session, key)]
         self.relay.drop(gone)
 
@@ -586,8 +587,30 @@ class Gateway:
             for link in mine:
                 link.pending_full = True
                 self._kick(link)
+            # Redis may have restarted empty: say again who is online here.
+            first = next(iter(mine), None)
+            if first is not None and first.session is not None:
+                self._presence_update(first.session.user_id, self._went_online(first.session))
 
     # --- presence and typing ----------------------------------------------------
+
+    def _presence_update(self, user_id: int, update: Awaitable[None]) -> None:
+        """Run a user's presence updates in order (online before offline, always)."""
+        previous = self.presence_updates.get(user_id)
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await update
+
+        task = self.spawn(run())
+        self.presence_updates[user_id] = task
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            if self.presence_updates.get(user_id) is finished:
+                del self.presence_updates[user_id]
+
+        task.add_done_callback(done)
 
     async def _went_online(self, session: Session) -> None:
         if session.closed:

@@ -234,6 +234,9 @@ class Client:
                 index += 1
                 await asyncio.sleep(0.05)
                 continue
+            if self.stopping:
+                await ws.close()
+                break
             await self.read(ws)
             if not self.stopping:
                 await asyncio.sleep(0.02)

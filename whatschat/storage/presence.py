@@ -7,7 +7,8 @@ behind for long):
   online while one deadline is in the future. Each instance refreshes the
   deadlines of its users every third of GATEWAY_PRESENCE_TTL_SECONDS.
 - ``wc:presence:<user>:contacts`` the user's direct conversation ids (JSON),
-  so whoever publishes "offline" knows where it goes.
+  so whoever publishes "offline" knows where it goes. It and the instance's
+  user list live three deadlines, so a reaper still finds them.
 - ``wc:seen:<user>`` last seen (ms), kept 90 days.
 - ``wc:gw:instances`` sorted set of live instances -> deadline, and
   ``wc:gw:<instance>:users`` the users each has. An instance that finds
@@ -36,9 +37,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local before = redis.call('ZCARD', KEYS[1])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('SET', KEYS[2], ARGV[6], 'PX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[6], 'PX', ARGV[4] * 3)
 redis.call('SADD', KEYS[3], ARGV[7])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[4] * 3)
 if before == 0 then
   redis.call('PUBLISH', ARGV[5], cjson.encode({user_id = tonumber(ARGV[7]), online = true,
     last_seen = cjson.null, conversations = cjson.decode(ARGV[6])}))
@@ -138,11 +139,15 @@ class PresenceStore:
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(INSTANCES_KEY, {self.instance_id: deadline})
         for user_id in user_ids:
-            pipe.zadd(_presence_key(user_id), {self.instance_id: deadline})
+            # XX: only refresh an entry that exists, so a heartbeat racing with
+            # a user's offline never brings them back.
+            pipe.zadd(_presence_key(user_id), {self.instance_id: deadline}, xx=True)
             pipe.pexpire(_presence_key(user_id), self.ttl_ms)
-            pipe.pexpire(_contacts_key(user_id), self.ttl_ms)
+            pipe.pexpire(_contacts_key(user_id), self.ttl_ms * 3)
         if user_ids:
             pipe.sadd(self._users_key, *user_ids)
+        # The instance's user list outlives its deadline, so whoever reaps it
+        # after a crash still finds it.
         pipe.pexpire(self._users_key, self.ttl_ms * 3)
         await pipe.execute()
 
