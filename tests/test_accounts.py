@@ -153,7 +153,7 @@ def test_register_wrong_method_and_path(reg: Any) -> None:
 def test_registrations_are_throttled_per_address(
     reg: Any, db: psycopg.Connection[Any], auth_settings: Callable[..., None]
 ) -> None:
-    auth_settings(REGISTRATIONS_PER_ADDRESS_PER_HOUR="2")
+    auth_settings(REGISTRATIONS_PER_ADDRESS_PER_HOUR="2", TRUSTED_PROXY_HOPS="1")
     headers = {"X-Forwarded-For": "198.51.100.4"}
     for name in ("first", "second"):
         body = {**VALID, "username": name}
