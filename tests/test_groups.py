@@ -130,6 +130,10 @@ def test_only_admins_manage_and_outsiders_get_404(
     problem(chat.call(admin, "DELETE", f"/v1/groups/{gid}/members/{eve.id}"), 404)
     problem(chat.call(admin, "POST", f"/v1/groups/{gid}/members", {"user_id": member.id}), 409)
     problem(chat.call(admin, "POST", f"/v1/groups/{gid}/members", {"user_id": 10**9}), 422)
+    unknown = problem(
+        chat.call(admin, "POST", f"/v1/groups/{gid}/members", {"username": "nobody_here"}), 422
+    )
+    assert [e["field"] for e in unknown["errors"]] == ["username"]
     assert _state(db) == before
 
 

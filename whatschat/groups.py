@@ -72,12 +72,12 @@ def _system_message_txn(
     return message_view(row)
 
 
-def _user_ids_txn(conn: Connection, usernames: list[str]) -> list[int]:
+def _user_ids_txn(conn: Connection, usernames: list[str], field: str = "usernames") -> list[int]:
     """The ids of these usernames; 422 naming the unknown ones."""
     found = member_rows.user_ids_by_usernames_txn(conn, usernames)
     unknown = sorted({name for name in usernames if name.lower() not in found})
     if unknown:
-        raise _field_problem("usernames", f"has unknown usernames {unknown}")
+        raise _field_problem(field, f"has unknown usernames {unknown}")
     return [found[name.lower()] for name in usernames]
 
 
@@ -230,7 +230,7 @@ def add_member(
         _require_admin(membership)
         conn = txn.conn
         if username is not None:
-            new_id = _user_ids_txn(conn, [username])[0]
+            new_id = _user_ids_txn(conn, [username], field="username")[0]
         elif user_id is not None and member_rows.existing_user_ids_txn(conn, [user_id]):
             new_id = user_id
         else:

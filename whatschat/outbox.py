@@ -16,7 +16,6 @@ and seq, which clients drop. See docs/messaging.md (outbox and sweeper).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -154,13 +153,3 @@ def pending() -> int:
     """How many events wait to be published."""
     with database.primary() as conn:
         return outbox_rows.unpublished_count_txn(conn)
-
-
-def wait_until_published(timeout: float = 5.0) -> bool:
-    """Poll until no event waits (tests and the benchmark); False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pending() == 0:
-            return True
-        time.sleep(0.05)
-    return pending() == 0
