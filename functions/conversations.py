@@ -44,6 +44,7 @@ def list_mine(call: Call[Empty, Empty]) -> ConversationList:
     response=ConversationDetail,
     status=201,
     errors=(404,),
+    also=((200, "The direct conversation already existed"),),
 )
 def open_direct_conversation(call: Call[OpenDirect, Empty]) -> Reply:
     """Open the direct conversation with a user (201), or get the existing one (200)."""

@@ -26,6 +26,7 @@ class DownloadQuery(BaseModel):
     query=DownloadQuery,
     response=DownloadLink,
     errors=(404, 410, 503),
+    also=((302, "With redirect=1: Location is the presigned URL"),),
 )
 def get_download_link(call: Call[Empty, DownloadQuery]) -> Reply:
     """A presigned GET URL (attachment disposition) for a file sent in a

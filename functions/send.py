@@ -37,6 +37,7 @@ router = Router("send")
     response=MessageView,
     status=201,
     errors=(403, 404, 409, 429),
+    also=((200, "A retry: the message first sent with this client_msg_id"),),
 )
 def send_message(call: Call[SendMessage, Empty]) -> Reply:
     """Send a message (201); a retry with the same client_msg_id returns the original (200)."""

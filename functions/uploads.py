@@ -45,6 +45,7 @@ def request_upload(call: Call[UploadRequest, Empty]) -> Reply:
     response=Attachment,
     status=201,
     errors=(404, 409, 422, 503),
+    also=((200, "Already completed: the same attachment"),),
 )
 def complete_upload(call: Call[Empty, Empty]) -> Reply:
     """Check the uploaded file (exists, declared size, content matches its type)

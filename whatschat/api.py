@@ -101,6 +101,9 @@ class Route:
     auth: bool
     summary: str
     errors: tuple[int, ...]  # HTTP statuses of documented problem responses
+    # Other success statuses the operation may answer with, and when
+    # (e.g. 200 for a retried send); documented in OpenAPI with the same model.
+    also: tuple[tuple[int, str], ...] = ()
     regex: re.Pattern[str] = field(init=False)
     converters: dict[str, str | None] = field(init=False)
 
@@ -152,6 +155,7 @@ class Router:
         auth: bool = True,
         summary: str = "",
         errors: tuple[int, ...] = (),
+        also: tuple[tuple[int, str], ...] = (),
     ) -> Callable[[Operation], Operation]:
         """Register an operation. Documented errors always include 400/413/415/422/503
         (and 401 for authenticated routes)."""
@@ -169,6 +173,7 @@ class Router:
                     auth=auth,
                     summary=summary or (operation.__doc__ or "").strip().split("\n")[0],
                     errors=errors,
+                    also=also,
                 )
             )
             return operation

@@ -236,6 +236,11 @@ def _operation(
             "application/json": {"schema": refs[(route.response, "serialization")]}
         }
     responses: dict[str, Any] = {str(route.status): success}
+    for status, when in route.also:
+        other: dict[str, Any] = {"description": when}
+        if route.response is not None and status not in (204, 301, 302, 303, 307):
+            other["content"] = success.get("content", {})
+        responses[str(status)] = other
     for status in sorted(errors):
         responses[str(status)] = {
             "$ref": f"#/components/responses/{_problem_response_name(status)}"

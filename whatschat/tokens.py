@@ -108,19 +108,34 @@ def issue_access_token(user_id: int, username: str, *, now: float | None = None)
     return token, ttl
 
 
-def verify_access_token(token: str) -> AccessClaims:
-    """Check signature, key id, issuer and expiry; raise :class:`InvalidToken` otherwise."""
+def verify_access_token(token: str, *, now: float | None = None) -> AccessClaims:
+    """Check signature, key id, issuer and expiry; raise :class:`InvalidToken` otherwise.
+
+    A client sends the same token with every request for up to its lifetime, so
+    a verified token's claims are remembered (bounded, per process, keyed by the
+    token and the configured keys: removing a key forgets its tokens); the
+    expiry is checked again on every call.
+    """
     settings = get_settings()
+    claims = _verified(token, settings.token_verify_keys, settings.token_issuer)
+    if claims.expires_at + LEEWAY_SECONDS < (now if now is not None else time.time()):
+        raise InvalidToken("Signature has expired")
+    return claims
+
+
+@lru_cache(maxsize=4096)
+def _verified(token: str, verify_keys: str, issuer: str) -> AccessClaims:
+    """Verify once; failures raise and are not remembered."""
     try:
         header = jwt.get_unverified_header(token)
-        key = _verify_keys(settings.token_verify_keys).get(str(header.get("kid", "")))
+        key = _verify_keys(verify_keys).get(str(header.get("kid", "")))
         if key is None or header.get("alg") != ALGORITHM:
             raise InvalidToken("token signed by an unknown key")
         claims = jwt.decode(
             token,
             key,
             algorithms=[ALGORITHM],
-            issuer=settings.token_issuer,
+            issuer=issuer,
             leeway=LEEWAY_SECONDS,
             options={"require": ["exp", "iat", "sub", "iss"]},
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from whatschat.config import get_settings
 from whatschat.problems import DependencyUnavailable
@@ -39,6 +41,10 @@ def client() -> redis.Redis:
                 _client.close()
             _client = redis.Redis.from_url(
                 settings.redis_url,
+                # One immediate retry (a pooled connection broken by a Redis
+                # restart), no backoff: callers fall back (outbox, local
+                # counters) rather than wait on a hung Redis.
+                retry=Retry(NoBackoff(), 1),
                 socket_timeout=settings.redis_timeout_seconds,
                 socket_connect_timeout=settings.redis_timeout_seconds,
                 health_check_interval=30,
