@@ -79,9 +79,13 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     """`whatschat dev` on free ports with its own data folder; its addresses."""
     folder = tmp_path_factory.mktemp("web-stack")
     env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED)}
+    api_port = free_port()
     env.update(
         WHATSCHAT_DATA_DIR=str(folder / "data"),
-        WHATSCHAT_API_PORT=str(free_port()),
+        WHATSCHAT_API_PORT=str(api_port),
+        # The page's origin may upload to the bucket (moto reflects any origin,
+        # real S3 and LocalStack apply this rule).
+        S3_CORS_ORIGINS=f"http://127.0.0.1:{api_port}",
         GATEWAY_PORT=str(free_port()),
         GATEWAY_HTTP_PORT=str(free_port()),
         SEND_RATE_LIMIT="1000",  # the history test sends 70 messages at once

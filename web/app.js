@@ -101,7 +101,7 @@ const gateway = new Gateway({
     return positions;
   },
   onEvent: (event) => handleEvent(event),
-  onState: (connection, detail) => showConnection(connection, detail),
+  onState: (connection) => showConnection(connection),
   onResumed: () => onResumed(),
   onCatchUp: (ranges) => catchUp(ranges).catch(() => {}),
   onTyping: (typing) => showTyping(typing),
@@ -238,6 +238,7 @@ function renderConversationList() {
     const online = peer ? Boolean(state.presence.get(peer.id)?.online) : false;
     const dot = element("span", "presence");
     dot.dataset.online = String(online);
+    dot.dataset.shown = String(Boolean(peer)); // presence is for direct chats only
     dot.setAttribute("aria-hidden", "true");
     const name = element("span", "name", conversationName(conversation));
     const unread = element("span", "unread", conversation.unread ? String(conversation.unread) : "");
@@ -935,7 +936,7 @@ function updatePresence({ user_id: userId, online, last_seen: lastSeen }) {
 
 // --- connection status -------------------------------------------------------------------------
 
-function showConnection(connection, detail) {
+function showConnection(connection) {
   const labels = {
     connecting: "Connecting…",
     online: "Online",
@@ -944,7 +945,7 @@ function showConnection(connection, detail) {
   };
   const badge = $("connection");
   badge.dataset.state = connection;
-  badge.textContent = detail ? `${labels[connection]} ${detail}` : labels[connection];
+  badge.textContent = labels[connection];
 }
 
 // --- small helpers ---------------------------------------------------------------------------

@@ -54,7 +54,7 @@ export class Gateway {
    * @param {() => Promise<unknown>} hooks.refresh renew the access token
    * @param {() => Record<string, number>} hooks.positions resume positions
    * @param {(event: object) => void} hooks.onEvent an event envelope
-   * @param {(state: string, detail?: string) => void} hooks.onState connection state
+   * @param {(state: string) => void} hooks.onState connecting, online, reconnecting, offline
    * @param {(ready: object) => void} hooks.onResumed replay done (`ready` frame)
    * @param {(ranges: object[]) => void} hooks.onCatchUp ranges to read via history
    * @param {(typing: object) => void} hooks.onTyping someone types
@@ -210,7 +210,8 @@ export class Gateway {
     this.pendingCatchUp = [];
     if (!this.running) return;
     if (code === CLOSE_AUTH_FAILED || code === CLOSE_TOKEN_EXPIRED) this.renewToken = true;
-    this.hooks.onState(navigator.onLine ? "reconnecting" : "offline", reason ? `(${reason})` : "");
+    if (reason) console.info("gateway closed", code, reason);
+    this.hooks.onState(navigator.onLine ? "reconnecting" : "offline");
     // Too many sockets for this user: back off longer before trying again.
     const slow = code === CLOSE_TOO_MANY_CONNECTIONS ? 10 : 1;
     this.attempt += 1;
