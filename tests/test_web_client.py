@@ -154,7 +154,7 @@ def people(dev_stack: dict[str, str], browser: Browser) -> Iterator[Any]:
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
         username = f"{name.lower()}_{suffix}"
-        page.goto(f"{dev_stack['web_client']}?gateway={dev_stack['gateway']}")
+        page.goto(dev_stack["web_client"])
         signup = page.locator("#register-form")
         signup.get_by_label("Username").fill(username)
         signup.get_by_label("Display name").fill(name)

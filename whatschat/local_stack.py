@@ -87,6 +87,11 @@ class LocalStack:
             )
         if not s.token_signing_key:
             env.update(_keys(self.data_dir / "keys"))
+        if s.s3_cors_origins == Settings.model_fields["s3_cors_origins"].default:
+            # Browser uploads come from the web client's origin: the API port.
+            env["S3_CORS_ORIGINS"] = (
+                f"http://{s.api_host}:{s.api_port},http://localhost:{s.api_port}"
+            )
         self.env = child_environment(env)
 
     def prepare(self) -> None:
@@ -172,6 +177,14 @@ def _apply_to_settings(env: dict[str, str]) -> None:
     get_settings.cache_clear()
 
 
+def _web_client_address(s: Settings) -> str:
+    """The web client's URL; it finds the gateway itself on the default ports."""
+    address = f"http://{s.api_host}:{s.api_port}/app/"
+    if (s.api_port, s.gateway_port) != (8080, 8081):
+        address += f"?gateway=ws://{s.gateway_host}:{s.gateway_port}/v1/socket"
+    return address
+
+
 def run(ready_file: str = "") -> int:
     """Run the stack until SIGINT or SIGTERM; return the exit code."""
     started = time.monotonic()
@@ -192,7 +205,7 @@ def run(ready_file: str = "") -> int:
             "api": f"http://{s.api_host}:{s.api_port}",
             "gateway": f"ws://{s.gateway_host}:{s.gateway_port}/v1/socket",
             "gateway_health": f"http://{s.gateway_host}:{s.gateway_http_port}/healthz",
-            "web_client": f"http://{s.api_host}:{s.api_port}/app/",
+            "web_client": _web_client_address(s),
             "openapi": f"http://{s.api_host}:{s.api_port}/openapi.json",
             "postgres": stack.env.get("DATABASE_URL", ""),
             "redis": stack.env.get("REDIS_URL", ""),
