@@ -83,6 +83,7 @@ class Link:
 
     __slots__ = (
         "claims_expire",
+        "pending_frames",
         "expiry_timer",
         "gateway",
         "live",
@@ -105,18 +106,16 @@ class Link:
         self.pending: set[int] = set()  # conversations to re-sync
         self.pending_full = False  # a full re-sync (after a Pub/Sub break) is due
         self.worker: asyncio.Task[None] | None = None  # runs pending syncs one by one
+        self.pending_frames: list[bytes] | None = None  # frames queued until the flush
 
     def write(self, frame: bytes) -> None:
-        """Write one frame; cut the socket off if it cannot keep up."""
-        if self.ws.protocol.state is not OPEN:
-            return
-        transport = self.transport
-        if transport.get_write_buffer_size() > self.gateway.send_buffer_limit:
-            self.gateway.stats.slow_consumers += 1
-            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
-            return
-        transport.write(frame)
-        self.gateway.stats.deliveries += 1
+        """Queue one frame; frames queued in one loop iteration go out in one write."""
+        pending = self.pending_frames
+        if pending is None:
+            self.pending_frames = [frame]
+            self.gateway.mark_dirty(self)
+        else:
+            pending.append(frame)
 
     def send(self, payload: bytes) -> None:
         """Write a control frame (JSON payload)."""
@@ -165,8 +164,45 @@ class Gateway:
         self.draining = False  # SIGTERM received: refuse new sockets
         self.server: Server | None = None  # the WebSocket server
         self.http: asyncio.Server | None = None  # health and metrics
+        self.loop = asyncio.get_running_loop()  # the loop this instance runs on
+        self.dirty: list[Link] = []  # links with frames queued for the next flush
+        self.flush_scheduled = False  # a flush is due at the end of this iteration
         self.relay_task: asyncio.Task[Any] | None = None  # the Pub/Sub connection loop
         self.heartbeat_task: asyncio.Task[Any] | None = None  # presence refresh and reaping
+
+    # --- writes: coalesced per loop iteration ------------------------------------
+
+    def mark_dirty(self, link: Link) -> None:
+        """A link has frames queued: flush every such link once the current callback
+        (typically one read of many Redis messages) is done. Under load a socket
+        then gets one write of many frames instead of one system call per frame."""
+        self.dirty.append(link)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every queued frame; cut off sockets whose send buffer is full."""
+        self.flush_scheduled = False
+        dirty, self.dirty = self.dirty, []
+        limit = self.send_buffer_limit
+        written = 0
+        for link in dirty:
+            frames = link.pending_frames
+            link.pending_frames = None
+            if frames is None or link.ws.protocol.state is not OPEN:
+                continue
+            transport = link.transport
+            if transport.get_write_buffer_size() > limit:
+                self.stats.slow_consumers += 1
+                link.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
+                continue
+            if len(frames) == 1:
+                transport.write(frames[0])
+            else:
+                transport.writelines(frames)
+            written += len(frames)
+        self.stats.deliveries += written
 
     # --- plumbing -------------------------------------------------------------
 
