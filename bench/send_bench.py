@@ -195,7 +195,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=4000, help="messages per phase")
     parser.add_argument("--clients", type=int, default=8, help="concurrent senders")
-    parser.add_argument("--threads", type=int, default=16, help="server threads")
+    parser.add_argument("--threads", type=int, default=16, help="server threads per process")
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both phases")
     args = parser.parse_args()
     per_client = args.messages // args.clients
@@ -263,7 +264,8 @@ def main() -> int:
             port = embedded.free_port()
             server = subprocess.Popen(
                 [sys.executable, "-m", "whatschat.cli", "serve-api", "--host", "127.0.0.1",
-                 "--port", str(port), "--threads", str(args.threads)],
+                 "--port", str(port), "--threads", str(args.threads),
+                 "--workers", str(args.workers)],
                 env={**os.environ, **env},
             )  # fmt: skip
             embedded.wait_for_port(port, 60, server)
@@ -281,7 +283,7 @@ def main() -> int:
 
             print(
                 f"{args.messages} messages per phase, {args.clients} concurrent senders,"
-                f" server: 1 process x {args.threads} threads"
+                f" server: {args.workers} process(es) x {args.threads} threads"
             )
             print("\nthe HTTP stack alone (no database work)")
             print(f"{'request':<10} {'reqs':>7} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}", end="")

@@ -46,7 +46,7 @@ def _dev(args: argparse.Namespace) -> int:
 def _serve_api(args: argparse.Namespace) -> int:
     from whatschat import local_stack
 
-    return local_stack.serve_api(args.host, args.port, threads=args.threads)
+    return local_stack.serve_api(args.host, args.port, threads=args.threads, workers=args.workers)
 
 
 def _setup_bucket(args: argparse.Namespace) -> int:
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default=get_settings().api_host)
     serve.add_argument("--port", type=int, default=get_settings().api_port)
     serve.add_argument("--threads", type=int, default=16)
+    serve.add_argument("--workers", type=int, default=1, help="gunicorn processes")
     serve.set_defaults(run=_serve_api)
 
     bucket = commands.add_parser(

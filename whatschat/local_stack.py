@@ -236,8 +236,8 @@ def run(ready_file: str = "") -> int:
     return code
 
 
-def serve_api(host: str, port: int, threads: int = 16) -> int:
-    """Serve every function on one port with gunicorn (one process, threads)."""
+def serve_api(host: str, port: int, threads: int = 16, workers: int = 1) -> int:
+    """Serve every function on one port with gunicorn (processes x threads)."""
     from gunicorn.app.base import BaseApplication
 
     from functions.local_ingress import LocalIngress, static_files
@@ -254,7 +254,7 @@ def serve_api(host: str, port: int, threads: int = 16) -> int:
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", 1)
+            self.cfg.set("workers", workers)
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("graceful_timeout", 5)

@@ -9,6 +9,8 @@ the HTTP adapter turns into 503 + Retry-After.
 from __future__ import annotations
 
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,6 +28,22 @@ class DatabaseUnavailable(DependencyUnavailable):
     """PostgreSQL could not be reached in time; the caller should retry later."""
 
     dependency = "PostgreSQL"
+
+
+# A connection used within this many seconds is handed out without a ping: a
+# ping per request is a round trip per request. One idle longer (possibly cut
+# by a server restart or a proxy) is checked first and replaced if dead.
+_CHECK_IDLE_SECONDS = 5.0
+_last_returned: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+
+
+def _remember_return(conn: Connection) -> None:
+    _last_returned[conn] = time.monotonic()
+
+
+def _check_if_idle(conn: Connection) -> None:
+    if time.monotonic() - _last_returned.get(conn, 0.0) > _CHECK_IDLE_SECONDS:
+        ConnectionPool.check_connection(conn)
 
 
 _pools: dict[str, ConnectionPool[Connection]] = {}
@@ -47,8 +65,11 @@ def _pool(url: str) -> ConnectionPool[Connection]:
                 },
                 timeout=settings.database_connect_timeout_seconds,
                 # A connection that broke while idle (server restart) is
-                # dropped instead of being handed to a request.
-                check=ConnectionPool.check_connection,
+                # dropped instead of being handed to a request; a busy one is
+                # trusted (a request on a broken one gets 503 and the pool
+                # discards it).
+                check=_check_if_idle,
+                reset=_remember_return,
                 open=True,
                 name=url.rsplit("@", 1)[-1],
             )
