@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -94,10 +95,7 @@ class RawSocket(asyncio.Protocol):
 
     def send_text(self, payload: bytes) -> None:
         size = len(payload)
-        if size < 126:
-            head = bytes((0x81, 0x80 | size))
-        else:
-            head = b"\x81\xfe" + size.to_bytes(2, "big")
+        head = bytes((129, 128 | size)) if size < 126 else b"\x81\xfe" + size.to_bytes(2, "big")
         assert self.transport is not None
         self.transport.write(head + b"\x00\x00\x00\x00" + payload)
 
@@ -159,9 +157,8 @@ class RawSocket(asyncio.Protocol):
                 self.send_text(b"3")  # Engine.IO ping -> pong
             elif payload.startswith(b"0{"):
                 self.send_text(b"40")  # open -> connect to the main namespace
-            elif payload.startswith(b"40"):
-                if not self.ready.done():
-                    self.ready.set_result(None)
+            elif payload.startswith(b"40") and not self.ready.done():
+                self.ready.set_result(None)
         elif payload.startswith(b'{"op":"ready"') and not self.ready.done():
             self.ready.set_result(None)
 
@@ -357,10 +354,8 @@ class LoadProcess:
         return self._line(60)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, RuntimeError, ValueError):
             self.ask("quit")
-        except (BrokenPipeError, RuntimeError, ValueError):
-            pass
         try:
             self.process.wait(20)
         except subprocess.TimeoutExpired:
@@ -660,24 +655,14 @@ def measure(bench: Bench, system: System, clients: int, quick: bool) -> dict[str
         "connected": load.connected,
         "memory_per_connection": (rss_connected - rss_idle) / max(1, load.connected),
     }
-    profiler = None
     try:
         # Broadcast: K events to everyone, published faster than anyone delivers.
         events = max(20, 200_000 // clients) if not quick else max(10, 50_000 // clients)
-        if bench.args.profile and isinstance(system, Ours) and shutil.which("py-spy"):
-            out = ROOT / "bench" / "results" / f"gateway-broadcast-{clients}.txt"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            profiler = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(system.pid), "--format", "raw",
-                 "--output", str(out), "--rate", "200", "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            time.sleep(1)
+        profiler = start_profiler(bench, system, f"broadcast-{clients}")
         targets = bench.plan("broadcast", users, events, rng)
         result["broadcast"] = run_plan(system, load, bench, targets, rate=events * 2)
-        if profiler is not None:
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait(30)
+        stop_profiler(profiler)
+        profiler = start_profiler(bench, system, f"targeted-{clients}")
         # Targeted: increasing rates, 3 s each, each event to one random user.
         result["targeted"] = []
         rates = bench.args.rates
@@ -691,10 +676,32 @@ def measure(bench: Bench, system: System, clients: int, quick: bool) -> dict[str
             result["targeted"].append((rate, run))
             if run.p99 > 1000 or run.lost:
                 break  # far past its limit: higher rates say nothing more
+        stop_profiler(profiler)
     finally:
         load.close()
         system.stop()
     return result
+
+
+def start_profiler(bench: Bench, system: System, name: str) -> subprocess.Popen[bytes] | None:
+    """py-spy (if installed) on the gateway: a collapsed-stack profile in bench/results/."""
+    if not bench.args.profile or not isinstance(system, Ours) or not shutil.which("py-spy"):
+        return None
+    out = ROOT / "bench" / "results" / f"gateway-{name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    profiler = subprocess.Popen(
+        ["py-spy", "record", "--pid", str(system.pid), "--format", "raw",
+         "--output", str(out), "--rate", "250", "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1)
+    return profiler
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
 
 
 def best_targeted(runs: list[tuple[int, RunResult]]) -> tuple[int, RunResult | None]:

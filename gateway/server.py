@@ -3,17 +3,20 @@
 The decisions live in the sans-I/O core (gateway/protocol.py, session.py,
 routing.py); this module moves bytes. A socket's life:
 
-1. Handshake on GATEWAY_PORT path /v1/socket; the first frame must be a
-   ``hello`` with the access token within GATEWAY_AUTH_TIMEOUT_SECONDS.
+1. Handshake on GATEWAY_PORT path /v1/socket (gateway/connection.py: the
+   websockets library's sans-I/O protocol on an asyncio transport); the
+   first frame must be a ``hello`` with the access token within
+   GATEWAY_AUTH_TIMEOUT_SECONDS.
 2. Start (:meth:`Gateway._sync`): subscribe to the user's channel, read the
    memberships, subscribe to each conversation channel and wait for Redis to
    confirm, THEN read from PostgreSQL what the client missed. Live events
    that arrive meanwhile are held by the session and written after the
    replay, minus the seqs the replay covered. Then ``ready``.
-3. Live: the router writes each published event's frame (built once) to
-   every interested socket. Frames are written straight to the transport:
-   a socket whose send buffer passes GATEWAY_SEND_BUFFER_BYTES is cut off
-   (4008) and resumes, so memory stays bounded and nothing is lost.
+3. Live: the router queues each published event's frame (built once) on
+   every interested socket; each socket's queue is written in one call at
+   the end of the loop iteration. A socket whose send buffer passes
+   GATEWAY_SEND_BUFFER_BYTES is cut off (4008) and resumes, so memory stays
+   bounded and nothing is lost.
 4. Any break of the Pub/Sub connection holds every socket's conversations
    and, once resubscribed, repairs each socket from PostgreSQL starting at
    what it was last sent.
@@ -36,12 +39,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from gateway import protocol
+from gateway.connection import Connection
 from gateway.metrics import Metrics, ServerStats
 from gateway.protocol import CloseCode, ProtocolError
 from gateway.relay import Relay
@@ -78,57 +80,6 @@ def message_frame(row: dict[str, Any]) -> tuple[int, bytes]:
     return view.seq, protocol.text_frame(event.encode())
 
 
-class Link:
-    """One authenticated socket: its session, its writes and its pending repairs."""
-
-    __slots__ = (
-        "claims_expire",
-        "pending_frames",
-        "expiry_timer",
-        "gateway",
-        "live",
-        "pending",
-        "pending_full",
-        "session",
-        "transport",
-        "worker",
-        "ws",
-    )
-
-    def __init__(self, gateway: Gateway, ws: ServerConnection) -> None:
-        self.gateway = gateway  # for the settings and stats
-        self.ws = ws  # the library's connection (handshake, pings, close)
-        self.transport = ws.transport  # frames are written here directly
-        self.session: Session | None = None  # set once authenticated
-        self.claims_expire = 0  # the token's expiry (Unix seconds)
-        self.expiry_timer: asyncio.TimerHandle | None = None  # closes with 4003
-        self.live = False  # the first sync finished; later syncs run in `worker`
-        self.pending: set[int] = set()  # conversations to re-sync
-        self.pending_full = False  # a full re-sync (after a Pub/Sub break) is due
-        self.worker: asyncio.Task[None] | None = None  # runs pending syncs one by one
-        self.pending_frames: list[bytes] | None = None  # frames queued until the flush
-
-    def write(self, frame: bytes) -> None:
-        """Queue one frame; frames queued in one loop iteration go out in one write."""
-        pending = self.pending_frames
-        if pending is None:
-            self.pending_frames = [frame]
-            self.gateway.mark_dirty(self)
-        else:
-            pending.append(frame)
-
-    def send(self, payload: bytes) -> None:
-        """Write a control frame (JSON payload)."""
-        self.write(protocol.text_frame(payload))
-
-    def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake; nothing more is written."""
-        if self.session is not None:
-            self.session.closed = True
-        if self.ws.protocol.state is OPEN:
-            self.gateway.spawn(self.ws.close(code, reason))
-
-
 class Gateway:
     """One gateway instance: every socket, the router, the relay, presence."""
 
@@ -154,7 +105,7 @@ class Gateway:
             settings.gateway_presence_ttl_seconds,
             max(settings.redis_timeout_seconds, 1.0),
         )
-        self.links: dict[int, set[Link]] = {}  # user_id -> open authenticated links
+        self.links: dict[int, set[Connection]] = {}  # user_id -> open authenticated links
         self.link_count = 0  # authenticated links (gauge)
         self.db_slots = asyncio.Semaphore(settings.gateway_resync_concurrency)  # replays at once
         self.gap_timers: dict[int, asyncio.TimerHandle] = {}  # conversation -> pending fill
@@ -162,17 +113,21 @@ class Gateway:
         self.presence_updates: dict[int, asyncio.Task[Any]] = {}  # user -> last update queued
         self.tasks: set[asyncio.Task[Any]] = set()  # background tasks kept alive
         self.draining = False  # SIGTERM received: refuse new sockets
-        self.server: Server | None = None  # the WebSocket server
+        self.server: asyncio.Server | None = None  # the WebSocket listener
         self.http: asyncio.Server | None = None  # health and metrics
         self.loop = asyncio.get_running_loop()  # the loop this instance runs on
-        self.dirty: list[Link] = []  # links with frames queued for the next flush
+        self.dirty: list[Connection] = []  # links with frames queued for the next flush
         self.flush_scheduled = False  # a flush is due at the end of this iteration
         self.relay_task: asyncio.Task[Any] | None = None  # the Pub/Sub connection loop
         self.heartbeat_task: asyncio.Task[Any] | None = None  # presence refresh and reaping
+        self.keepalive_task: asyncio.Task[Any] | None = None  # pings idle sockets
+        self.connections: set[Connection] = set()  # every open TCP connection
+        self.close_timeout = 2.0  # seconds a closing handshake may take before an abort
+        self.logger = logger  # for the connections' error reports
 
     # --- writes: coalesced per loop iteration ------------------------------------
 
-    def mark_dirty(self, link: Link) -> None:
+    def mark_dirty(self, link: Connection) -> None:
         """A link has frames queued: flush every such link once the current callback
         (typically one read of many Redis messages) is done. Under load a socket
         then gets one write of many frames instead of one system call per frame."""
@@ -190,9 +145,9 @@ class Gateway:
         for link in dirty:
             frames = link.pending_frames
             link.pending_frames = None
-            if frames is None or link.ws.protocol.state is not OPEN:
-                continue
             transport = link.transport
+            if frames is None or transport is None or link.protocol.state is not OPEN:
+                continue
             if transport.get_write_buffer_size() > limit:
                 self.stats.slow_consumers += 1
                 link.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
@@ -219,8 +174,7 @@ class Gateway:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            if not isinstance(exc, ConnectionClosed):
-                logger.error("background task failed", exc_info=exc)
+            logger.error("background task failed", exc_info=exc)
 
     def _read_stats(self) -> tuple[ServerStats, Any, int, int]:
         return self.stats, self.router.stats, self.link_count, self.relay.breaks
@@ -235,87 +189,93 @@ class Gateway:
 
     # --- sockets --------------------------------------------------------------
 
-    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+    def handshake(self, conn: Connection, request: Request) -> Response:
+        """The HTTP answer to a connection's opening handshake."""
         if request.path.split("?", 1)[0] != SOCKET_PATH:
-            return ws.respond(404, "Not Found\n")
+            return conn.protocol.reject(404, "Not Found\n")
         if self.draining:
-            return ws.respond(503, "Draining: connect to another instance\n")
-        return None
+            return conn.protocol.reject(503, "Draining: connect to another instance\n")
+        return conn.protocol.accept(request)
 
-    async def handler(self, ws: ServerConnection) -> None:
-        """One socket from hello to close."""
+    def received(self, conn: Connection, message: str | bytes) -> None:
+        """A complete client message (text as str; binary, or invalid text, as bytes)."""
+        if conn.session is None:
+            self._hello(conn, message)
+        else:
+            self._on_frame(conn, message)
+
+    def _hello(self, conn: Connection, message: str | bytes) -> None:
         s = self.settings
         try:
-            raw = await asyncio.wait_for(ws.recv(), s.gateway_auth_timeout_seconds)
-        except TimeoutError:
-            self.stats.auth_failures += 1
-            await ws.close(CloseCode.AUTH_TIMEOUT, "no hello in time")
-            return
-        except ConnectionClosed:
-            return
-        try:
-            hello = protocol.parse_client_frame(raw)
+            hello = protocol.parse_client_frame(message)
         except ProtocolError as exc:
             self.stats.auth_failures += 1
-            await ws.close(CloseCode.HELLO_REQUIRED, f"first frame must be hello: {exc.code}")
+            conn.close(CloseCode.HELLO_REQUIRED, f"first frame must be hello: {exc.code}")
             return
         if not isinstance(hello, protocol.Hello):
             self.stats.auth_failures += 1
-            await ws.close(CloseCode.HELLO_REQUIRED, "first frame must be hello")
+            conn.close(CloseCode.HELLO_REQUIRED, "first frame must be hello")
             return
         try:
             claims = verify_access_token(hello.token)
         except InvalidToken:
             self.stats.auth_failures += 1
-            await ws.close(CloseCode.AUTH_FAILED, "invalid or expired token")
+            conn.close(CloseCode.AUTH_FAILED, "invalid or expired token")
             return
-        mine = self.links.setdefault(claims.user_id, set())
-        if len(mine) >= s.gateway_max_connections_per_user:
-            await ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this user")
+        mine = self.links.get(claims.user_id)
+        if mine is not None and len(mine) >= s.gateway_max_connections_per_user:
+            conn.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this user")
             return
-        link = Link(self, ws)
+        if conn.deadline is not None:
+            conn.deadline.cancel()
+            conn.deadline = None
+        if mine is None:
+            mine = self.links[claims.user_id] = set()
         session = Session(
             uuid.uuid4().hex[:16],
             claims.user_id,
-            link.write,
+            conn.write,
             held_max=s.gateway_held_events_max,
             on_gap=self._on_gap,
-            on_overflow=lambda _s: self._on_overflow(link),
+            on_overflow=lambda _s: self._on_overflow(conn),
         )
-        link.session = session
-        mine.add(link)
+        conn.session = session
+        mine.add(conn)
         self.link_count += 1
-        self._set_expiry(link, claims.expires_at)
-        first_here = len(mine) == 1
-        try:
-            if hello.positions is not None:
-                self.stats.resumes += 1
-            try:
-                await self._sync(link, hello.positions, None, initial=True)
-            except (Unavailable, TimeoutError) as exc:
-                logger.warning("session start failed: %s", exc)
-                await ws.close(CloseCode.TRY_AGAIN_LATER, "storage unavailable, retry")
-                return
-            if first_here:
-                self._presence_update(session.user_id, self._went_online(session))
-            link.live = True
-            self._kick(link)
-            async for message in ws:
-                self._on_frame(link, message)
-        except ConnectionClosed:
-            pass
-        finally:
-            self._unregister(link, mine)
+        self._set_expiry(conn, claims.expires_at)
+        if hello.positions is not None:
+            self.stats.resumes += 1
+        conn.worker = self.loop.create_task(self._start(conn, hello.positions, len(mine) == 1))
 
-    def _unregister(self, link: Link, mine: set[Link]) -> None:
-        session = link.session
+    async def _start(
+        self, conn: Connection, positions: dict[int, int] | None, first_here: bool
+    ) -> None:
+        """Subscribe, replay, ``ready``; then the socket is live."""
+        session = conn.session
+        assert session is not None
+        try:
+            await self._sync(conn, positions, None, initial=True)
+        except (Unavailable, TimeoutError) as exc:
+            logger.warning("session start failed: %s", exc)
+            conn.close(CloseCode.TRY_AGAIN_LATER, "storage unavailable, retry")
+            return
+        if session.closed:
+            return
+        if first_here:
+            self._presence_update(session.user_id, self._went_online(session))
+        conn.live = True
+        conn.worker = None
+        self._kick(conn)
+
+    def disconnected(self, conn: Connection) -> None:
+        """An authenticated socket is gone: drop its interest and, maybe, its presence."""
+        session = conn.session
         assert session is not None
         session.closed = True
-        if link.expiry_timer is not None:
-            link.expiry_timer.cancel()
-        if link.worker is not None:
-            link.worker.cancel()
-        mine.discard(link)
+        if conn.worker is not None:
+            conn.worker.cancel()
+        mine = self.links.get(session.user_id, set())
+        mine.discard(conn)
         self.link_count -= 1
         if not mine:
             self.links.pop(session.user_id, None)
@@ -323,18 +283,17 @@ class Gateway:
         gone = [key for key in self.router.channels_of(session) if self.router.detach(session, key)]
         self.relay.drop(gone)
 
-    def _set_expiry(self, link: Link, expires_at: int) -> None:
+    def _set_expiry(self, link: Connection, expires_at: int) -> None:
         if link.expiry_timer is not None:
             link.expiry_timer.cancel()
         link.claims_expire = expires_at
-        loop = asyncio.get_running_loop()
         # The same leeway the verifier grants for clock differences.
         delay = max(0.0, expires_at + LEEWAY_SECONDS - time.time())
-        link.expiry_timer = loop.call_later(
+        link.expiry_timer = self.loop.call_later(
             delay, link.close, CloseCode.TOKEN_EXPIRED, "token expired: reconnect with a new one"
         )
 
-    def _on_frame(self, link: Link, message: str | bytes) -> None:
+    def _on_frame(self, link: Connection, message: str | bytes) -> None:
         session = link.session
         assert session is not None
         try:
@@ -370,7 +329,7 @@ class Gateway:
 
     async def _sync(
         self,
-        link: Link,
+        link: Connection,
         positions: dict[int, int] | None,
         only: set[int] | None,
         *,
@@ -476,7 +435,7 @@ class Gateway:
 
     def _apply(
         self,
-        link: Link,
+        link: Connection,
         targets: set[int],
         plans: dict[int, tuple[replay.Replay, list[tuple[int, bytes]]]],
         found: list[replay.Membership],
@@ -533,18 +492,18 @@ class Gateway:
             link.pending.add(conversation_id)
             self._kick(link)
 
-    def _link_of(self, session: Session) -> Link | None:
+    def _link_of(self, session: Session) -> Connection | None:
         for link in self.links.get(session.user_id, ()):
             if link.session is session:
                 return link
         return None
 
-    def _kick(self, link: Link) -> None:
+    def _kick(self, link: Connection) -> None:
         idle = link.worker is None or link.worker.done()
         if link.live and (link.pending or link.pending_full) and idle:
             link.worker = asyncio.get_running_loop().create_task(self._work(link))
 
-    async def _work(self, link: Link) -> None:
+    async def _work(self, link: Connection) -> None:
         """Run a link's pending syncs one at a time (never two replays at once)."""
         session = link.session
         assert session is not None
@@ -602,7 +561,7 @@ class Gateway:
             session.fill(conversation_id, frames)
             self.stats.replayed += len(frames)
 
-    def _on_overflow(self, link: Link) -> None:
+    def _on_overflow(self, link: Connection) -> None:
         self.stats.overflows += 1
         link.close(CloseCode.RESUME_REQUIRED, "too far behind: reconnect and resume")
 
@@ -662,7 +621,7 @@ class Gateway:
         except RedisError as exc:
             logger.warning("presence update failed: %s", exc)
 
-    async def _presence_query(self, link: Link) -> None:
+    async def _presence_query(self, link: Connection) -> None:
         session = link.session
         assert session is not None
         try:
@@ -672,7 +631,7 @@ class Gateway:
             return
         link.send(protocol.presence_state_frame(users))
 
-    def _typing(self, link: Link, frame: protocol.Typing) -> None:
+    def _typing(self, link: Connection, frame: protocol.Typing) -> None:
         session = link.session
         assert session is not None
         cid = frame.conversation_id
@@ -694,7 +653,7 @@ class Gateway:
         )
         self.spawn(self._publish(link, event))
 
-    async def _publish(self, link: Link, event: Event) -> None:
+    async def _publish(self, link: Connection, event: Event) -> None:
         try:
             await self.presence.publish(event.channel, event.encode())
         except RedisError:
@@ -772,20 +731,9 @@ class Gateway:
         self.relay_task = self.spawn(self.relay.run())
         self.heartbeat_task = self.spawn(self._heartbeat())
         self.http = await asyncio.start_server(self._http, s.gateway_host, s.gateway_http_port)
-        self.server = await serve(
-            self.handler,
-            s.gateway_host,
-            s.gateway_port,
-            process_request=self._process_request,
-            compression=None,  # per-socket compression would defeat encode-once
-            max_size=s.gateway_max_frame_bytes,
-            max_queue=16,
-            write_limit=s.gateway_send_buffer_bytes,
-            ping_interval=s.gateway_ping_interval_seconds,
-            ping_timeout=s.gateway_ping_timeout_seconds,
-            open_timeout=s.gateway_auth_timeout_seconds,
-            close_timeout=2,
-            server_header=None,
+        self.keepalive_task = self.spawn(self._keepalive())
+        self.server = await self.loop.create_server(
+            lambda: Connection(self), s.gateway_host, s.gateway_port, backlog=4096
         )
         logger.info(
             "gateway %s listening on ws://%s:%s%s (http %s)",
@@ -800,28 +748,49 @@ class Gateway:
         """Stop accepting, close every socket with 1012 within the grace period."""
         self.draining = True
         if self.server is not None:
-            self.server.close(close_connections=False)
-        links = [link for mine in self.links.values() for link in mine]
+            self.server.close()  # no new connections
+        conns = list(self.connections)
         grace = self.settings.gateway_drain_seconds
         # Spread the closes over part of the grace period so the clients do
         # not all reconnect to the other instances in the same instant.
-        spread = min(grace / 2, 0.001 * len(links))
-        for index, link in enumerate(links):
+        spread = min(grace / 2, 0.001 * len(conns))
+        for index, conn in enumerate(conns):
             if spread and index:
-                await asyncio.sleep(spread / len(links))
-            link.close(CloseCode.SERVICE_RESTART, "restarting: reconnect and resume")
-        if self.server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.server.wait_closed(), max(0.1, grace - spread))
+                await asyncio.sleep(spread / len(conns))
+            if conn.is_open:
+                conn.close(CloseCode.SERVICE_RESTART, "restarting: reconnect and resume")
+            else:
+                conn.abort()
+        deadline = self.loop.time() + max(0.1, grace - spread)
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
         await self.stop()
+
+    async def _keepalive(self) -> None:
+        """Ping sockets that said nothing for a ping interval; close silent ones (1011)."""
+        interval = self.settings.gateway_ping_interval_seconds
+        timeout = self.settings.gateway_ping_timeout_seconds
+        while True:
+            await asyncio.sleep(min(interval, timeout) / 2)
+            now = self.loop.time()
+            for conn in list(self.connections):
+                idle = now - conn.last_seen
+                if idle > interval + timeout:
+                    conn.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                    conn.abort()
+                elif idle >= interval:
+                    conn.ping()
 
     async def stop(self) -> None:
         self.relay.stop()
-        for task in (self.relay_task, self.heartbeat_task):
+        periodic = (self.relay_task, self.heartbeat_task, self.keepalive_task)
+        for task in periodic:
             if task is not None:
                 task.cancel()
         # Let the closing sockets' last presence updates reach Redis.
-        pending = [t for t in self.tasks if t not in (self.relay_task, self.heartbeat_task)]
+        pending = [t for t in self.tasks if t not in periodic]
         if pending:
             await asyncio.wait(pending, timeout=1.0)
         if self.server is not None:
