@@ -77,7 +77,7 @@ class Connection(asyncio.Protocol):
         self.claims_expire = 0  # the token's expiry (Unix seconds)
         self.expiry_timer: asyncio.TimerHandle | None = None  # closes with 4003
         self.live = False  # the first sync finished; later syncs run in `worker`
-        self.pending: set[int] = set()  # conversations to re-sync
+        self.pending: set[int] | None = None  # conversations to re-sync
         self.pending_full = False  # a full re-sync (after a Pub/Sub break) is due
         self.worker: asyncio.Task[None] | None = None  # runs pending syncs one at a time
         self.pending_frames: list[bytes] | None = None  # frames queued until the flush

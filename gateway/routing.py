@@ -24,7 +24,7 @@ CONVERSATION = 1
 USER = 2
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Route:
     """A channel and the local sessions reading it."""
 

@@ -195,7 +195,11 @@ class Gateway:
             return conn.protocol.reject(404, "Not Found\n")
         if self.draining:
             return conn.protocol.reject(503, "Draining: connect to another instance\n")
-        return conn.protocol.accept(request)
+        response = conn.protocol.accept(request)
+        # The library's parser keeps the request for the socket's life; its
+        # headers are not needed after the handshake (about 1 KiB a socket).
+        request.headers.clear()
+        return response
 
     def received(self, conn: Connection, message: str | bytes) -> None:
         """A complete client message (text as str; binary, or invalid text, as bytes)."""
@@ -489,6 +493,8 @@ class Gateway:
         if link is None:
             return
         if conversation_id not in session.cursors or change == "left":
+            if link.pending is None:
+                link.pending = set()
             link.pending.add(conversation_id)
             self._kick(link)
 
@@ -510,7 +516,7 @@ class Gateway:
         failures = 0
         while (link.pending or link.pending_full) and not session.closed:
             full, link.pending_full = link.pending_full, False
-            only, link.pending = (None if full else set(link.pending)), set()
+            only, link.pending = (None if full else set(link.pending or ())), None
             try:
                 await self._sync(link, None, only, reason="stream_break" if full else "")
                 failures = 0
@@ -519,7 +525,7 @@ class Gateway:
             except (Unavailable, TimeoutError) as exc:
                 failures += 1
                 link.pending_full = link.pending_full or full
-                link.pending |= only or set()
+                link.pending = (link.pending or set()) | (only or set())
                 if failures >= 5:
                     link.close(CloseCode.TRY_AGAIN_LATER, "storage unavailable, resume later")
                     return

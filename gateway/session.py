@@ -38,6 +38,19 @@ class Cursor:
 class Session:
     """What one socket of one user has been sent, and where its frames go."""
 
+    __slots__ = (
+        "closed",
+        "cursors",
+        "direct_peers",
+        "held_count",
+        "held_max",
+        "on_gap",
+        "on_overflow",
+        "session_id",
+        "user_id",
+        "write",
+    )
+
     def __init__(
         self,
         session_id: str,

@@ -355,6 +355,7 @@ def test_presence_and_typing_reach_contacts_across_instances(
         assert typing(bob_client)[0]["seq"] is None
         assert not presence_of(carol_client, True)  # presence is for direct contacts only
 
+        await asyncio.sleep(4)  # past the 3 s TTL: only heartbeats keep alice online
         await bob_client.ws.send('{"op":"presence.query"}')  # type: ignore[union-attr]
         await wait_until(
             lambda: any(f["op"] == "presence.state" for f in bob_client.control), 10, "state"

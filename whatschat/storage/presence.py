@@ -31,6 +31,7 @@ from whatschat.events import presence_channel
 
 SEEN_TTL_MS = 90 * 24 * 3600 * 1000
 INSTANCES_KEY = "wc:gw:instances"
+HEARTBEAT_BATCH = 500  # users refreshed per script call
 
 _ONLINE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
@@ -46,6 +47,20 @@ if before == 0 then
   return 1
 end
 return 0
+"""
+
+# KEYS: the instance's user set, then (presence, contacts) per user; ARGV:
+# instance, deadline, ttl, then the user ids. XX: only refresh an entry that
+# exists, so a heartbeat racing with a user's offline never brings them back.
+_REFRESH = """
+for i = 4, #ARGV do
+  local presence = KEYS[2 * (i - 3)]
+  redis.call('ZADD', presence, 'XX', ARGV[2], ARGV[1])
+  redis.call('PEXPIRE', presence, ARGV[3])
+  redis.call('PEXPIRE', KEYS[2 * (i - 3) + 1], ARGV[3] * 3)
+  redis.call('SADD', KEYS[1], ARGV[i])
+end
+return #ARGV - 3
 """
 
 _OFFLINE = """
@@ -96,6 +111,7 @@ class PresenceStore:
         self.ttl_ms = int(ttl_seconds * 1000)  # deadline given at each refresh
         self._online = self.client.register_script(_ONLINE)
         self._offline = self.client.register_script(_OFFLINE)
+        self._refresh = self.client.register_script(_REFRESH)
 
     async def online(self, user_id: int, direct_conversations: list[int]) -> bool:
         """The user's first socket here opened; True if they just came online anywhere."""
@@ -133,23 +149,25 @@ class PresenceStore:
         return _instance_users_key(self.instance_id)
 
     async def heartbeat(self, user_ids: list[int]) -> None:
-        """Push this instance's and its users' deadlines forward."""
-        now = _now_ms()
-        deadline = now + self.ttl_ms
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(INSTANCES_KEY, {self.instance_id: deadline})
-        for user_id in user_ids:
-            # XX: only refresh an entry that exists, so a heartbeat racing with
-            # a user's offline never brings them back.
-            pipe.zadd(_presence_key(user_id), {self.instance_id: deadline}, xx=True)
-            pipe.pexpire(_presence_key(user_id), self.ttl_ms)
-            pipe.pexpire(_contacts_key(user_id), self.ttl_ms * 3)
-        if user_ids:
-            pipe.sadd(self._users_key, *user_ids)
+        """Push this instance's and its users' deadlines forward.
+
+        In batches, one script call each, so a gateway with thousands of users
+        never blocks its event loop (or Redis) for long.
+        """
+        deadline = _now_ms() + self.ttl_ms
+        await self.client.zadd(INSTANCES_KEY, {self.instance_id: deadline})
+        for start in range(0, len(user_ids), HEARTBEAT_BATCH):
+            batch = user_ids[start : start + HEARTBEAT_BATCH]
+            keys: list[str] = []
+            for user_id in batch:
+                keys += (_presence_key(user_id), _contacts_key(user_id))
+            await self._refresh(
+                keys=[self._users_key, *keys],
+                args=[self.instance_id, deadline, self.ttl_ms, *batch],
+            )
         # The instance's user list outlives its deadline, so whoever reaps it
         # after a crash still finds it.
-        pipe.pexpire(self._users_key, self.ttl_ms * 3)
-        await pipe.execute()
+        await self.client.pexpire(self._users_key, self.ttl_ms * 3)
 
     async def reap(self) -> int:
         """Claim instances whose deadline passed; publish offline for their users.
