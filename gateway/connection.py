@@ -27,7 +27,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from gateway.protocol import CloseCode
+from gateway.protocol import CloseCode, text_frame
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -168,8 +168,6 @@ class Connection(asyncio.Protocol):
 
     def send(self, payload: bytes) -> None:
         """Queue a control frame (its JSON payload)."""
-        from gateway.protocol import text_frame
-
         self.write(text_frame(payload))
 
     @property

@@ -20,8 +20,7 @@ PROTOCOL_VERSION = 1
 class CloseCode(IntEnum):
     """Close codes the gateway uses (4000-4999 are ours; RFC 6455 codes otherwise)."""
 
-    GOING_AWAY = 1001  # the server stops for good
-    PROTOCOL_ERROR = 1002
+    PROTOCOL_ERROR = 1002  # a frame that breaks RFC 6455 (sent by the library)
     MESSAGE_TOO_BIG = 1009  # a frame above GATEWAY_MAX_FRAME_BYTES (sent by the library)
     INTERNAL_ERROR = 1011  # also: no pong within the ping timeout
     SERVICE_RESTART = 1012  # draining: reconnect (to another instance) and resume

@@ -784,8 +784,9 @@ class Gateway:
             for conn in list(self.connections):
                 idle = now - conn.last_seen
                 if idle > interval + timeout:
+                    # The close frame goes out; the closing handshake's
+                    # timer aborts the connection if nothing answers.
                     conn.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                    conn.abort()
                 elif idle >= interval:
                     conn.ping()
 

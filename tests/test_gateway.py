@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -203,6 +204,57 @@ def test_a_fresh_token_extends_the_session_and_expiry_closes_it(
         assert client2.closes == [4003]  # expired without a refresh
 
     asyncio.run(scenario())
+
+
+def test_a_silent_socket_is_pinged_then_closed_and_an_answering_one_stays(
+    clean_db: psycopg.Connection[Any],
+    make_user: Callable[..., AppUser],
+    start_gateway: StartGateway,
+) -> None:
+    gw = start_gateway(GATEWAY_PING_INTERVAL_SECONDS="0.5", GATEWAY_PING_TIMEOUT_SECONDS="0.5")
+    user = make_user()
+    # A raw client that never answers pings.
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(
+            b"GET /v1/socket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(4096)
+        assert received.startswith(b"HTTP/1.1 101")
+        payload = hello(user.token).encode()
+        # Masked with an all-zero key: the payload goes as it is.
+        sock.sendall(b"\x81\xfe" + len(payload).to_bytes(2, "big") + b"\0\0\0\0" + payload)
+        stream = received.split(b"\r\n\r\n", 1)[1]
+        with contextlib.suppress(ConnectionResetError):  # aborted after the close frame
+            while chunk := sock.recv(65536):
+                stream += chunk
+    opcodes: list[int] = []
+    close_code = None
+    while stream:
+        size, head = stream[1] & 0x7F, 2
+        if size == 126:
+            size, head = int.from_bytes(stream[2:4], "big"), 4
+        opcodes.append(stream[0] & 0x0F)
+        if opcodes[-1] == 8:
+            close_code = int.from_bytes(stream[head : head + 2], "big")
+        stream = stream[head + size :]
+    assert 9 in opcodes  # pinged
+    assert close_code == 1011  # then closed for not answering
+
+    async def answering() -> None:
+        client = Client(user.token, [gw.url])
+        ws = await client.open(gw.url)
+        reader = asyncio.create_task(client.read(ws))
+        await asyncio.wait_for(client.ready.wait(), 10)
+        await asyncio.sleep(2.5)  # several ping intervals: the library answers each ping
+        assert not reader.done()
+        await ws.close()
+        await reader
+
+    asyncio.run(answering())
 
 
 # --- delivery -----------------------------------------------------------------------
