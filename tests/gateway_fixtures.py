@@ -213,7 +213,7 @@ class Client:
                 raise AssertionError(f"unexpected catch_up {doc}")
             return
         self.events.append(doc)
-        if doc["type"] == "message.created":
+        if doc["seq"] is not None:  # any event with a seq carries the message it created
             self.seqs.setdefault(doc["conversation_id"], []).append(doc["seq"])
 
     async def read(self, ws: ClientConnection) -> None:
