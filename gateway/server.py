@@ -31,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -85,7 +87,8 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings  # read once at start
-        self.instance_id = settings.gateway_instance_id or uuid.uuid4().hex[:12]
+        # In a pod the host name is the pod's name: presence keys say who holds a user.
+        self.instance_id = settings.gateway_instance_id or f"{socket.gethostname()}-{os.getpid()}"
         self.send_buffer_limit = settings.gateway_send_buffer_bytes  # per socket, bytes
         self.stats = ServerStats()  # hot-path counters for /metrics
         self.router = Router(self._on_membership)  # channels -> sessions
