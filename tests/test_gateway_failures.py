@@ -191,6 +191,49 @@ def test_redis_restarted_mid_stream_no_client_has_a_gap(
         redis_server.stop()
 
 
+def test_redis_dropping_the_subscriber_loses_nothing(
+    clean_db: psycopg.Connection[Any],
+    make_user: Callable[..., AppUser],
+    start_gateway: StartGateway,
+    stack: Stack,
+) -> None:
+    """What Redis does to a subscriber whose output buffer passed its limit:
+    it closes the connection, dropping what was buffered."""
+    import redis
+
+    gw = start_gateway(GATEWAY_REPLAY_MAX_MESSAGES="5000")
+    users = [make_user() for _ in range(3)]
+    group = create_conversation(clean_db, [u.id for u in users])
+    traffic = Traffic(stack.database_url, stack.redis_url, {group: [users[0].id]})
+    admin = redis.Redis.from_url(stack.redis_url)
+
+    async def scenario() -> None:
+        clients = [Client(u.token, [gw.url]) for u in users]
+        runs = [asyncio.create_task(c.run()) for c in clients]
+        for c in clients:
+            await asyncio.wait_for(c.ready.wait(), 15)
+        threads = traffic.run(2)
+        await asyncio.sleep(0.3)
+        for _ in range(3):
+            assert admin.client_kill_filter(_type="pubsub") >= 1
+            await asyncio.sleep(0.4)
+        traffic.stopping.set()
+        for t in threads:
+            await asyncio.to_thread(t.join)
+        await settle([(c, {group}) for c in clients], last_seqs(clean_db, [group]), 30)
+        assert all(c.connections == 1 for c in clients)
+        for c in clients:
+            await c.stop()
+        await asyncio.gather(*runs)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        admin.close()
+    _, body = gw.http("/metrics")
+    assert b"whatschat_gateway_pubsub_breaks_total 3.0" in body
+
+
 def test_1000_messages_over_20_conversations_with_random_disconnects(
     clean_db: psycopg.Connection[Any],
     make_user: Callable[..., AppUser],
