@@ -108,8 +108,8 @@ class Gateway:
             settings.gateway_presence_ttl_seconds,
             max(settings.redis_timeout_seconds, 1.0),
         )
-        self.links: dict[int, set[Connection]] = {}  # user_id -> open authenticated links
-        self.link_count = 0  # authenticated links (gauge)
+        self.by_user: dict[int, set[Connection]] = {}  # user_id -> their authenticated sockets here
+        self.authenticated = 0  # authenticated sockets (gauge)
         self.db_slots = asyncio.Semaphore(settings.gateway_resync_concurrency)  # replays at once
         self.gap_timers: dict[int, asyncio.TimerHandle] = {}  # conversation -> pending fill
         self.typing_sent: dict[tuple[int, int], float] = {}  # (user, conversation) -> time
@@ -119,7 +119,7 @@ class Gateway:
         self.server: asyncio.Server | None = None  # the WebSocket listener
         self.http: asyncio.Server | None = None  # health and metrics
         self.loop = asyncio.get_running_loop()  # the loop this instance runs on
-        self.dirty: list[Connection] = []  # links with frames queued for the next flush
+        self.dirty: list[Connection] = []  # sockets with frames queued for the next flush
         self.flush_scheduled = False  # a flush is due at the end of this iteration
         self.relay_task: asyncio.Task[Any] | None = None  # the Pub/Sub connection loop
         self.heartbeat_task: asyncio.Task[Any] | None = None  # presence refresh and reaping
@@ -130,11 +130,11 @@ class Gateway:
 
     # --- writes: coalesced per loop iteration ------------------------------------
 
-    def mark_dirty(self, link: Connection) -> None:
-        """A link has frames queued: flush every such link once the current callback
+    def mark_dirty(self, conn: Connection) -> None:
+        """A conn has frames queued: flush every such conn once the current callback
         (typically one read of many Redis messages) is done. Under load a socket
         then gets one write of many frames instead of one system call per frame."""
-        self.dirty.append(link)
+        self.dirty.append(conn)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
@@ -145,15 +145,15 @@ class Gateway:
         dirty, self.dirty = self.dirty, []
         limit = self.send_buffer_limit
         written = 0
-        for link in dirty:
-            frames = link.pending_frames
-            link.pending_frames = None
-            transport = link.transport
-            if frames is None or transport is None or link.protocol.state is not OPEN:
+        for conn in dirty:
+            frames = conn.pending_frames
+            conn.pending_frames = None
+            transport = conn.transport
+            if frames is None or transport is None or conn.protocol.state is not OPEN:
                 continue
             if transport.get_write_buffer_size() > limit:
                 self.stats.slow_consumers += 1
-                link.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
+                conn.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
                 continue
             if len(frames) == 1:
                 transport.write(frames[0])
@@ -180,7 +180,7 @@ class Gateway:
             logger.error("background task failed", exc_info=exc)
 
     def _read_stats(self) -> tuple[ServerStats, Any, int, int]:
-        return self.stats, self.router.stats, self.link_count, self.relay.breaks
+        return self.stats, self.router.stats, self.authenticated, self.relay.breaks
 
     async def _db(self, call: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking storage call in a thread, a bounded number at once."""
@@ -229,7 +229,7 @@ class Gateway:
             self.stats.auth_failures += 1
             conn.close(CloseCode.AUTH_FAILED, "invalid or expired token")
             return
-        mine = self.links.get(claims.user_id)
+        mine = self.by_user.get(claims.user_id)
         if mine is not None and len(mine) >= s.gateway_max_connections_per_user:
             conn.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections for this user")
             return
@@ -237,7 +237,7 @@ class Gateway:
             conn.deadline.cancel()
             conn.deadline = None
         if mine is None:
-            mine = self.links[claims.user_id] = set()
+            mine = self.by_user[claims.user_id] = set()
         session = Session(
             uuid.uuid4().hex[:16],
             claims.user_id,
@@ -248,7 +248,7 @@ class Gateway:
         )
         conn.session = session
         mine.add(conn)
-        self.link_count += 1
+        self.authenticated += 1
         self._set_expiry(conn, claims.expires_at)
         if hello.positions is not None:
             self.stats.resumes += 1
@@ -281,62 +281,62 @@ class Gateway:
         session.closed = True
         if conn.worker is not None:
             conn.worker.cancel()
-        mine = self.links.get(session.user_id, set())
+        mine = self.by_user.get(session.user_id, set())
         mine.discard(conn)
-        self.link_count -= 1
+        self.authenticated -= 1
         if not mine:
-            self.links.pop(session.user_id, None)
+            self.by_user.pop(session.user_id, None)
             self._presence_update(session.user_id, self._went_offline(session.user_id))
         gone = [key for key in self.router.channels_of(session) if self.router.detach(session, key)]
         self.relay.drop(gone)
 
-    def _set_expiry(self, link: Connection, expires_at: int) -> None:
-        if link.expiry_timer is not None:
-            link.expiry_timer.cancel()
-        link.claims_expire = expires_at
+    def _set_expiry(self, conn: Connection, expires_at: int) -> None:
+        if conn.expiry_timer is not None:
+            conn.expiry_timer.cancel()
+        conn.claims_expire = expires_at
         # The same leeway the verifier grants for clock differences.
         delay = max(0.0, expires_at + LEEWAY_SECONDS - time.time())
-        link.expiry_timer = self.loop.call_later(
-            delay, link.close, CloseCode.TOKEN_EXPIRED, "token expired: reconnect with a new one"
+        conn.expiry_timer = self.loop.call_later(
+            delay, conn.close, CloseCode.TOKEN_EXPIRED, "token expired: reconnect with a new one"
         )
 
-    def _on_frame(self, link: Connection, message: str | bytes) -> None:
-        session = link.session
+    def _on_frame(self, conn: Connection, message: str | bytes) -> None:
+        session = conn.session
         assert session is not None
         try:
             frame = protocol.parse_client_frame(message)
         except ProtocolError as exc:
             self.stats.protocol_errors += 1
-            link.send(protocol.error_frame(exc.code, exc.detail))
+            conn.send(protocol.error_frame(exc.code, exc.detail))
             return
         if isinstance(frame, protocol.Ping):
-            link.send(protocol.pong_frame(frame.id))
+            conn.send(protocol.pong_frame(frame.id))
         elif isinstance(frame, protocol.Auth):
             try:
                 claims = verify_access_token(frame.token)
             except InvalidToken:
                 self.stats.auth_failures += 1
-                link.close(CloseCode.AUTH_FAILED, "invalid token")
+                conn.close(CloseCode.AUTH_FAILED, "invalid token")
                 return
             if claims.user_id != session.user_id:
                 self.stats.auth_failures += 1
-                link.close(CloseCode.AUTH_FAILED, "token of another user")
+                conn.close(CloseCode.AUTH_FAILED, "token of another user")
                 return
-            self._set_expiry(link, claims.expires_at)
-            link.send(protocol.authed_frame(claims.expires_at))
+            self._set_expiry(conn, claims.expires_at)
+            conn.send(protocol.authed_frame(claims.expires_at))
         elif isinstance(frame, protocol.Typing):
-            self._typing(link, frame)
+            self._typing(conn, frame)
         elif isinstance(frame, protocol.PresenceQuery):
-            self.spawn(self._presence_query(link))
+            self.spawn(self._presence_query(conn))
         else:
             self.stats.protocol_errors += 1
-            link.send(protocol.error_frame("unexpected_hello", "already authenticated"))
+            conn.send(protocol.error_frame("unexpected_hello", "already authenticated"))
 
     # --- sync: subscribe first, then replay -------------------------------------
 
     async def _sync(
         self,
-        link: Connection,
+        conn: Connection,
         positions: dict[int, int] | None,
         only: set[int] | None,
         *,
@@ -348,7 +348,7 @@ class Gateway:
         ``positions``: the client's own positions (initial resume), or None for
         a fresh start (initial) / the session's delivered seqs (later syncs).
         """
-        session = link.session
+        session = conn.session
         assert session is not None
         s = self.settings
         wait = max(s.redis_timeout_seconds, 1.0) * 5
@@ -390,7 +390,7 @@ class Gateway:
                 elif cursor is not None and (not initial or positions is not None):
                     replay_from[cid] = cursor.delivered
             plans, found = await self._db(self._read_replay, uid, sorted(scope), replay_from)
-            self._apply(link, scope, plans, found)
+            self._apply(conn, scope, plans, found)
             processed |= scope
             seen.update((m.conversation_id, m) for m in found)
             if only is not None:
@@ -410,11 +410,11 @@ class Gateway:
                 for m in seen.values()
                 if m.left_seq is None and m.conversation_id in session.cursors
             }
-            link.send(
+            conn.send(
                 protocol.ready_frame(
                     session.session_id,
                     uid,
-                    link.claims_expire,
+                    conn.claims_expire,
                     conversations,
                     {
                         "max_frame_bytes": s.gateway_max_frame_bytes,
@@ -424,7 +424,7 @@ class Gateway:
                 )
             )
         elif reason:
-            link.send(protocol.resumed_frame(reason, session.positions()))
+            conn.send(protocol.resumed_frame(reason, session.positions()))
 
     def _read_replay(
         self, user_id: int, conversation_ids: list[int], replay_from: dict[int, int]
@@ -442,13 +442,13 @@ class Gateway:
 
     def _apply(
         self,
-        link: Connection,
+        conn: Connection,
         targets: set[int],
         plans: dict[int, tuple[replay.Replay, list[tuple[int, bytes]]]],
         found: list[replay.Membership],
     ) -> None:
         """On the loop: write replays and held events; forget conversations left."""
-        session = link.session
+        session = conn.session
         assert session is not None
         by_id = {m.conversation_id: m for m in found}
         for cid in sorted(targets):
@@ -473,13 +473,13 @@ class Gateway:
                 session.replay(cid, [], upper, catch_up=True)
             elif planned[0].too_far:
                 self.stats.catch_ups += 1
-                link.send(protocol.catch_up_frame(cid, planned[0].after_seq, upper))
+                conn.send(protocol.catch_up_frame(cid, planned[0].after_seq, upper))
                 session.replay(cid, [], upper, catch_up=True)
             else:
                 self.stats.replayed += len(planned[1])
                 session.replay(cid, planned[1], upper)
             if m.left_seq is not None:
-                link.send(protocol.left_frame(cid, m.left_seq))
+                conn.send(protocol.left_frame(cid, m.left_seq))
                 self._forget(session, cid)
 
     def _forget(self, session: Session, cid: int) -> None:
@@ -492,45 +492,45 @@ class Gateway:
     # --- later syncs: membership changes, gaps, Pub/Sub breaks ---------------------
 
     def _on_membership(self, session: Session, change: str, conversation_id: int) -> None:
-        link = self._link_of(session)
-        if link is None:
+        conn = self._connection_of(session)
+        if conn is None:
             return
         if conversation_id not in session.cursors or change == "left":
-            if link.pending is None:
-                link.pending = set()
-            link.pending.add(conversation_id)
-            self._kick(link)
+            if conn.pending is None:
+                conn.pending = set()
+            conn.pending.add(conversation_id)
+            self._kick(conn)
 
-    def _link_of(self, session: Session) -> Connection | None:
-        for link in self.links.get(session.user_id, ()):
-            if link.session is session:
-                return link
+    def _connection_of(self, session: Session) -> Connection | None:
+        for conn in self.by_user.get(session.user_id, ()):
+            if conn.session is session:
+                return conn
         return None
 
-    def _kick(self, link: Connection) -> None:
-        idle = link.worker is None or link.worker.done()
-        if link.live and (link.pending or link.pending_full) and idle:
-            link.worker = asyncio.get_running_loop().create_task(self._work(link))
+    def _kick(self, conn: Connection) -> None:
+        idle = conn.worker is None or conn.worker.done()
+        if conn.live and (conn.pending or conn.pending_full) and idle:
+            conn.worker = asyncio.get_running_loop().create_task(self._work(conn))
 
-    async def _work(self, link: Connection) -> None:
-        """Run a link's pending syncs one at a time (never two replays at once)."""
-        session = link.session
+    async def _work(self, conn: Connection) -> None:
+        """Run a conn's pending syncs one at a time (never two replays at once)."""
+        session = conn.session
         assert session is not None
         failures = 0
-        while (link.pending or link.pending_full) and not session.closed:
-            full, link.pending_full = link.pending_full, False
-            only, link.pending = (None if full else set(link.pending or ())), None
+        while (conn.pending or conn.pending_full) and not session.closed:
+            full, conn.pending_full = conn.pending_full, False
+            only, conn.pending = (None if full else set(conn.pending or ())), None
             try:
-                await self._sync(link, None, only, reason="stream_break" if full else "")
+                await self._sync(conn, None, only, reason="stream_break" if full else "")
                 failures = 0
                 if full:
                     self.stats.repairs += 1
             except (Unavailable, TimeoutError) as exc:
                 failures += 1
-                link.pending_full = link.pending_full or full
-                link.pending = (link.pending or set()) | (only or set())
+                conn.pending_full = conn.pending_full or full
+                conn.pending = (conn.pending or set()) | (only or set())
                 if failures >= 5:
-                    link.close(CloseCode.TRY_AGAIN_LATER, "storage unavailable, resume later")
+                    conn.close(CloseCode.TRY_AGAIN_LATER, "storage unavailable, resume later")
                     return
                 logger.warning("sync failed (%s); retrying", exc)
                 await asyncio.sleep(0.2 * 2**failures)
@@ -570,27 +570,27 @@ class Gateway:
             session.fill(conversation_id, frames)
             self.stats.replayed += len(frames)
 
-    def _on_overflow(self, link: Connection) -> None:
+    def _on_overflow(self, conn: Connection) -> None:
         self.stats.overflows += 1
-        link.close(CloseCode.RESUME_REQUIRED, "too far behind: reconnect and resume")
+        conn.close(CloseCode.RESUME_REQUIRED, "too far behind: reconnect and resume")
 
     def _on_break(self) -> None:
         # Hold every conversation of every socket: nothing is written until
         # the socket has been repaired from PostgreSQL.
-        for mine in self.links.values():
-            for link in mine:
-                session = link.session
+        for mine in self.by_user.values():
+            for conn in mine:
+                session = conn.session
                 if session is None:
                     continue
                 for cid, cursor in session.cursors.items():
                     session.hold(cid, cursor.delivered, cursor.joined_seq)
-                link.pending_full = True
+                conn.pending_full = True
 
     def _on_restored(self) -> None:
-        for mine in list(self.links.values()):
-            for link in mine:
-                link.pending_full = True
-                self._kick(link)
+        for mine in list(self.by_user.values()):
+            for conn in mine:
+                conn.pending_full = True
+                self._kick(conn)
             # Redis may have restarted empty: say again who is online here.
             first = next(iter(mine), None)
             if first is not None and first.session is not None:
@@ -630,22 +630,22 @@ class Gateway:
         except RedisError as exc:
             logger.warning("presence update failed: %s", exc)
 
-    async def _presence_query(self, link: Connection) -> None:
-        session = link.session
+    async def _presence_query(self, conn: Connection) -> None:
+        session = conn.session
         assert session is not None
         try:
             users = await self.presence.lookup(sorted(set(session.direct_peers.values())))
         except RedisError:
-            link.send(protocol.error_frame("unavailable", "presence is unavailable, retry"))
+            conn.send(protocol.error_frame("unavailable", "presence is unavailable, retry"))
             return
-        link.send(protocol.presence_state_frame(users))
+        conn.send(protocol.presence_state_frame(users))
 
-    def _typing(self, link: Connection, frame: protocol.Typing) -> None:
-        session = link.session
+    def _typing(self, conn: Connection, frame: protocol.Typing) -> None:
+        session = conn.session
         assert session is not None
         cid = frame.conversation_id
         if cid not in session.cursors:
-            link.send(protocol.error_frame("not_a_member", "no such conversation"))
+            conn.send(protocol.error_frame("not_a_member", "no such conversation"))
             return
         now = time.monotonic()
         key = (session.user_id, cid)
@@ -660,19 +660,19 @@ class Gateway:
         event = Event(
             "typing", {"user_id": session.user_id, "typing": frame.typing}, conversation_id=cid
         )
-        self.spawn(self._publish(link, event))
+        self.spawn(self._publish(conn, event))
 
-    async def _publish(self, link: Connection, event: Event) -> None:
+    async def _publish(self, conn: Connection, event: Event) -> None:
         try:
             await self.presence.publish(event.channel, event.encode())
         except RedisError:
-            link.send(protocol.error_frame("unavailable", "typing is unavailable, retry"))
+            conn.send(protocol.error_frame("unavailable", "typing is unavailable, retry"))
 
     async def _heartbeat(self) -> None:
         interval = self.settings.gateway_presence_ttl_seconds / 3
         while True:
             try:
-                await self.presence.heartbeat(list(self.links))
+                await self.presence.heartbeat(list(self.by_user))
                 await self.presence.reap()
             except RedisError as exc:
                 logger.warning("presence heartbeat failed: %s", exc)
@@ -808,7 +808,7 @@ class Gateway:
         if self.http is not None:
             self.http.close()
         with contextlib.suppress(RedisError, OSError):
-            for user_id in list(self.links):
+            for user_id in list(self.by_user):
                 await self.presence.offline(user_id)
             await self.presence.leave()
         for task in list(self.tasks):
