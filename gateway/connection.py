@@ -51,6 +51,8 @@ class Connection(asyncio.Protocol):
         "deadline",
         "expiry_timer",
         "fragments",
+        "frames_in_window",
+        "frames_window",
         "gateway",
         "last_seen",
         "live",
@@ -73,6 +75,8 @@ class Connection(asyncio.Protocol):
         self.deadline: asyncio.TimerHandle | None = None  # no hello by then: close
         self.close_timer: asyncio.TimerHandle | None = None  # closing handshake deadline
         self.fragments: bytearray | None = None  # a fragmented text message being assembled
+        self.frames_window = 0.0  # loop time the current one-second frame budget began
+        self.frames_in_window = 0  # client messages received in that second
         self.session: Session | None = None  # set once authenticated
         self.claims_expire = 0  # the token's expiry (Unix seconds)
         self.expiry_timer: asyncio.TimerHandle | None = None  # closes with 4003

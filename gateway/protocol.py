@@ -16,6 +16,11 @@ import orjson
 
 PROTOCOL_VERSION = 1
 
+# Client messages handled per socket and second; beyond it they are dropped
+# (one rate_limited error per second says so). Typing, pings and presence
+# queries are all far below it in normal use.
+CLIENT_FRAMES_PER_SECOND = 50
+
 
 class CloseCode(IntEnum):
     """Close codes the gateway uses (4000-4999 are ours; RFC 6455 codes otherwise)."""

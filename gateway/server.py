@@ -208,8 +208,17 @@ class Gateway:
         """A complete client message (text as str; binary, or invalid text, as bytes)."""
         if conn.session is None:
             self._hello(conn, message)
-        else:
-            self._on_frame(conn, message)
+            return
+        now = self.loop.time()
+        if now - conn.frames_window >= 1.0:
+            conn.frames_window, conn.frames_in_window = now, 0
+        conn.frames_in_window += 1
+        if conn.frames_in_window > protocol.CLIENT_FRAMES_PER_SECOND:
+            self.stats.protocol_errors += 1
+            if conn.frames_in_window == protocol.CLIENT_FRAMES_PER_SECOND + 1:
+                conn.send(protocol.error_frame("rate_limited", "too many frames: slow down"))
+            return
+        self._on_frame(conn, message)
 
     def _hello(self, conn: Connection, message: str | bytes) -> None:
         s = self.settings

@@ -141,6 +141,18 @@ def test_malformed_and_unknown_frames_get_error_frames_and_oversized_frames_clos
             "not_a_member",
         ]
         assert next(c for c in client.control if c["op"] == "pong")["id"] == "p1"
+        for i in range(80):  # a flood: past 50 a second, frames are dropped
+            await ws.send(orjson.dumps({"op": "ping", "id": i}).decode())
+        await wait_until(
+            lambda: any(c.get("code") == "rate_limited" for c in client.control), 10, "limit"
+        )
+        await asyncio.sleep(0.3)
+        pongs = [c["id"] for c in client.control if c["op"] == "pong" and c["id"] != "p1"]
+        assert 0 < len(pongs) < 80
+        assert [c["code"] for c in client.control if c["op"] == "error"].count("rate_limited") == 1
+        await asyncio.sleep(1.1)  # a new second, a new budget
+        await ws.send('{"op":"ping","id":"again"}')
+        await wait_until(lambda: client.control[-1].get("id") == "again", 10, "pong again")
         await ws.send("x" * 4096)  # above GATEWAY_MAX_FRAME_BYTES
         await asyncio.wait_for(reader, 10)
         assert client.closes == [1009]
