@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import unicodedata
 from functools import lru_cache
 
@@ -44,8 +45,16 @@ def hasher() -> PasswordHasher:
     return _hasher(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism)
 
 
-@lru_cache(maxsize=4)
+_dummy_lock = threading.Lock()  # one computation, however many callers race for it
+
+
 def _dummy_hash(ph: PasswordHasher) -> str:
+    with _dummy_lock:
+        return _dummy_hash_once(ph)
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash_once(ph: PasswordHasher) -> str:
     return ph.hash("no user has this password; it only makes unknown users cost the same")
 
 
@@ -92,5 +101,11 @@ def needs_rehash(stored_hash: str) -> bool:
 
 
 def warm_up() -> None:
-    """Compute the dummy hash now (at function load) so no request pays for it."""
-    _dummy_hash(hasher())
+    """Start computing the dummy hash at function load, in the background.
+
+    The server starts listening meanwhile (argon2 releases the GIL), so the
+    pod is ready sooner; a request for an unknown user that arrives first
+    waits for the same computation instead of starting a second one.
+    """
+    ph = hasher()
+    threading.Thread(target=_dummy_hash, args=(ph,), name="argon2-warm-up", daemon=True).start()
