@@ -48,11 +48,11 @@ def _start(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes]
     return process, json.loads(ready.read_text())
 
 
-def _stop(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    """SIGINT the stack; return every process of its tree still alive 10 s later."""
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> list[psutil.Process]:
+    """Signal the stack; return every process of its tree still alive 10 s later."""
     tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     assert len(tree) >= 4, f"expected the stack's servers and children, got {tree}"
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     process.wait(15)
     _, alive = psutil.wait_procs(tree, timeout=10)
     return alive
@@ -102,5 +102,7 @@ def test_data_persists_between_runs(tmp_path: Path) -> None:
         keys = Path(env["WHATSCHAT_DATA_DIR"]) / "keys" / "token-keys.json"
         assert keys.exists()
     finally:
-        assert _stop(process) == []
+        # SIGTERM (what a process manager sends) stops everything too.
+        assert _stop(process, signal.SIGTERM) == []
+    assert process.returncode == 0
     print(f"\nwarm `whatschat dev` start to ready: {warm_start:.1f}s")
