@@ -432,6 +432,39 @@ def test_going_offline_and_back_loses_nothing_and_doubles_nothing(people: Any) -
     expect(texts).to_have_text(expected)
 
 
+EDIT_AND_DELETE_WHILE_BOB_IS_AWAY = """
+async () => {
+  // Through the documented HTTP API: the reference client has no buttons for it.
+  const { state, api } = window.whatschat;
+  const id = state.openId;
+  await api.request("PATCH", `/v1/messages/${id}/1`, { body: { text: "first, edited" } });
+  await api.request("DELETE", `/v1/messages/${id}/2`);
+}
+"""
+
+
+def test_edits_and_deletions_made_while_away_show_after_reconnect(people: Any) -> None:
+    alice, bob = people("Alice"), people("Bob")
+    open_direct(alice, bob)
+    open_direct(bob, alice)
+    send(alice, "first")
+    send(alice, "second")
+    texts = bob.page.locator("#message-list .text")
+    expect(texts).to_have_text(["first", "second"])
+
+    # Edits and deletions carry no seq, so the gateway's replay cannot bring
+    # them back: the client asks POST /v1/sync with its edit positions.
+    bob.context.set_offline(True)
+    expect(bob.page.locator("#connection")).to_have_text("Offline")
+    alice.page.evaluate(EDIT_AND_DELETE_WHILE_BOB_IS_AWAY)
+    expect(alice.page.locator("#message-list .text")).to_have_text(["first, edited"])
+    bob.context.set_offline(False)
+    expect(bob.page.locator("#connection")).to_have_text("Online")
+    expect(texts).to_have_text(["first, edited"])
+    expect(bob.page.locator("#message-list .deleted")).to_have_count(1)
+    assert bob.errors == []
+
+
 def test_history_scrolls_back_page_by_page(people: Any) -> None:
     alice, bob = people("Alice"), people("Bob")
     open_direct(alice, bob)

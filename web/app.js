@@ -47,6 +47,9 @@ function conversationFrom(summary, existing) {
     readers: new Map(), // user id -> read_seq
     historyLoaded: false, // the latest page was fetched once
     members: [],
+    // Edits and deletions carry no seq; this edit position (the newest
+    // edit_seq applied) lets POST /v1/sync return those made while away.
+    editCursor: summary.last_edit_seq ?? 0,
   };
   conversation.kind = summary.kind;
   conversation.title = summary.title || null;
@@ -798,11 +801,7 @@ function handleEvent(event) {
     case "message.edited":
     case "message.deleted": {
       const conversation = state.conversations.get(event.conversation_id);
-      const message = data.message || data;
-      if (conversation && conversation.timeline.accept(message) !== "duplicate") {
-        if (state.openId === conversation.id) renderOne(conversation, conversation.timeline.messages.get(message.seq));
-        renderConversationList();
-      }
+      if (conversation) applyEdit(conversation, data.message || data, data.edit_seq);
       break;
     }
     case "read.updated": {
@@ -839,9 +838,66 @@ function handleEvent(event) {
   }
 }
 
-/** After every (re)connect and replay: pick up conversations created meanwhile. */
+/** An edited or deleted message (live event or sync answer) replaces its copy. */
+function applyEdit(conversation, message, editSeq) {
+  if (editSeq) conversation.editCursor = Math.max(conversation.editCursor || 0, editSeq);
+  if (conversation.timeline.accept(message) !== "duplicate") {
+    if (state.openId === conversation.id) {
+      renderOne(conversation, conversation.timeline.messages.get(message.seq));
+    }
+    renderConversationList();
+  }
+}
+
+/** After every (re)connect and replay: pick up conversations created meanwhile,
+ * and the edits, deletions and read positions published while we were away
+ * (they have no seq, so the gateway's replay does not carry them). */
 function onResumed() {
   loadConversations().catch(() => {});
+  syncEdits().catch(() => {});
+}
+
+/**
+ * POST /v1/sync with our edit positions: each conversation answers the
+ * messages edited or deleted after it (in edit order) and where to continue.
+ * Our seq positions go along too, so the missed-messages part stays empty
+ * (the gateway already replayed those).
+ */
+async function syncEdits() {
+  // More than a page of edits in a conversation: ask again from the new
+  // cursor (bounded, in case the other side keeps editing).
+  for (let round = 0; round < 10; round += 1) {
+    const more = await syncEditsOnce();
+    if (!more) return;
+  }
+}
+
+async function syncEditsOnce() {
+  const positions = {};
+  const editPositions = {};
+  for (const conversation of state.conversations.values()) {
+    if (conversation.membership === "left") continue;
+    positions[conversation.id] = conversation.timeline.high;
+    editPositions[conversation.id] = conversation.editCursor || 0;
+  }
+  if (!Object.keys(positions).length) return false;
+  const answer = await api.request("POST", "/v1/sync", {
+    body: { positions, edit_positions: editPositions },
+  });
+  for (const change of answer.conversations) {
+    const conversation = state.conversations.get(change.conversation.id);
+    if (!conversation) continue;
+    for (const message of change.messages) receiveMessage(message);
+    for (const message of change.edits) applyEdit(conversation, message, 0);
+    conversation.editCursor = Math.max(conversation.editCursor || 0, change.edit_cursor);
+    for (const reader of change.read_positions || []) {
+      if (reader.user_id === me().id) continue;
+      const before = conversation.readers.get(reader.user_id) || 0;
+      conversation.readers.set(reader.user_id, Math.max(before, reader.read_seq));
+    }
+    if (state.openId === conversation.id) renderReceipts(conversation);
+  }
+  return answer.conversations.some((change) => change.edits_has_more);
 }
 
 /**

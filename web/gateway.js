@@ -177,8 +177,11 @@ export class Gateway {
         if (this.ready) this.hooks.onCatchUp(this.pendingCatchUp.splice(0));
         break;
       case "resumed":
-        // The gateway repaired its own stream from PostgreSQL; nothing to do:
-        // the repaired messages arrive as events and duplicates are dropped.
+        // The gateway repaired its own stream from PostgreSQL after a break
+        // in its Pub/Sub link: the repaired messages arrive as events
+        // (duplicates are dropped), but edits and read positions published
+        // during the break must be fetched, as after a reconnect.
+        this.hooks.onResumed(frame);
         break;
       case "authed":
         this._scheduleAuth(frame.expires_at);
