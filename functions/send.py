@@ -38,6 +38,7 @@ router = Router("send")
     status=201,
     errors=(403, 404, 409, 429),
     also=((200, "A retry: the message first sent with this client_msg_id"),),
+    own_rate_limit=True,  # SEND_RATE_LIMIT per user, checked in messaging.send
 )
 def send_message(call: Call[SendMessage, Empty]) -> Reply:
     """Send a message (201); a retry with the same client_msg_id returns the original (200)."""

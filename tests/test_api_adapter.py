@@ -163,3 +163,32 @@ def test_client_address_trusts_only_our_proxies(
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def test_authenticated_operations_share_a_per_user_request_limit(
+    client: Any, make_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from whatschat.config import get_settings
+
+    monkeypatch.setenv("API_RATE_LIMIT", "3")
+    monkeypatch.setenv("API_RATE_WINDOW_SECONDS", "60")
+    get_settings.cache_clear()
+    try:
+        ann, bob = make_user(), make_user()
+        responses = [client.get("/v1/private", headers=ann.auth) for _ in range(7)]
+        statuses = [r.status_code for r in responses]
+        # 3 per window: even if one window boundary falls inside this burst,
+        # at most 6 of the 7 requests pass.
+        assert statuses[0] == 200
+        assert 429 in statuses, statuses
+        assert statuses.count(200) <= 6
+        limited = responses[statuses.index(429)]
+        _problem(limited, 429, "rate-limited")
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        # Another user has a count of their own.
+        assert client.get("/v1/private", headers=bob.auth).status_code == 200
+        # Unauthenticated routes are not counted per user.
+        assert client.post("/v1/echo/1", json={"name": "a"}).status_code == 201
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()

@@ -109,7 +109,7 @@ def test_path_and_query_parameters_and_defaults() -> None:
         {"name": "limit", "in": "query", "required": False,
          "schema": {"default": 10, "title": "Limit", "type": "integer"}},
     ]  # fmt: skip
-    assert set(get["responses"]) == {"200", "401", "404", "422", "503"}
+    assert set(get["responses"]) == {"200", "401", "404", "422", "429", "503"}
     put = document["paths"]["/v1/items/{key}"]["put"]
     assert put["parameters"][0]["schema"] == {"type": "string", "format": "uuid"}
     assert set(put["responses"]) == {"204", "400", "404", "413", "415", "422", "503"}

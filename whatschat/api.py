@@ -5,7 +5,13 @@ A function module builds a :class:`Router`, registers its operations with
 ``router.handle(request)``. The router turns every failure into an RFC 9457
 problem response (see :mod:`whatschat.problems`): bad JSON 400, bad token 401,
 unknown path 404, wrong method 405, oversized body 413, wrong content type 415,
-invalid fields 422, a dependency down 503 — never a 500 for bad input.
+invalid fields 422, too many requests 429, a dependency down 503 — never a
+500 for bad input.
+
+Every authenticated operation counts against a per-user, per-function request
+limit (``API_RATE_LIMIT`` per ``API_RATE_WINDOW_SECONDS``; fails open when
+Redis is down) unless its route brings a limit of its own (``own_rate_limit``,
+e.g. send's per-user send limit).
 
 The routes' pydantic models are also the source of docs/openapi.json
 (:mod:`whatschat.openapi`).
@@ -24,9 +30,14 @@ import flask
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from whatschat import tokens
+from whatschat import ratelimit, tokens
 from whatschat.config import get_settings
-from whatschat.problems import PROBLEM_CONTENT_TYPE, DependencyUnavailable, Problem
+from whatschat.problems import (
+    PROBLEM_CONTENT_TYPE,
+    DependencyUnavailable,
+    Problem,
+    rate_limited,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +115,9 @@ class Route:
     # Other success statuses the operation may answer with, and when
     # (e.g. 200 for a retried send); documented in OpenAPI with the same model.
     also: tuple[tuple[int, str], ...] = ()
+    # True when the operation enforces a rate limit of its own (the generic
+    # per-user request limit is then skipped).
+    own_rate_limit: bool = False
     regex: re.Pattern[str] = field(init=False)
     converters: dict[str, str | None] = field(init=False)
 
@@ -156,6 +170,7 @@ class Router:
         summary: str = "",
         errors: tuple[int, ...] = (),
         also: tuple[tuple[int, str], ...] = (),
+        own_rate_limit: bool = False,
     ) -> Callable[[Operation], Operation]:
         """Register an operation. Documented errors always include 400/413/415/422/503
         (and 401 for authenticated routes)."""
@@ -174,6 +189,7 @@ class Router:
                     summary=summary or (operation.__doc__ or "").strip().split("\n")[0],
                     errors=errors,
                     also=also,
+                    own_rate_limit=own_rate_limit,
                 )
             )
             return operation
@@ -211,6 +227,8 @@ class Router:
             ):
                 continue
             claims = _authenticate(request) if route.auth else None
+            if claims is not None and not route.own_rate_limit:
+                self._count_request(claims.user_id)
             call: Call[Any, Any] = Call(
                 request=request,
                 body=_parse_body(request, route.body) if route.body else Empty(),
@@ -229,6 +247,16 @@ class Router:
                 extra={"allowed": allowed},
             )
         raise Problem("not-found", f"No operation at {request.path}")
+
+    def _count_request(self, user_id: int) -> None:
+        """The generic per-user limit of this function's operations (fails open)."""
+        settings = get_settings()
+        limit = ratelimit.Limit(
+            f"api-{self.target}", settings.api_rate_limit, settings.api_rate_window_seconds
+        )
+        decision = ratelimit.hit(limit, str(user_id), fail_open=True)
+        if not decision.allowed:
+            raise rate_limited(decision.retry_after, "Too many requests; slow down")
 
 
 def _authenticate(request: flask.Request) -> tokens.AccessClaims:

@@ -172,6 +172,11 @@ class Settings(BaseSettings):
         5.0, gt=0, validation_alias="GATEWAY_PUBSUB_PING_SECONDS"
     )
 
+    # Every authenticated function: requests per user per window (429 beyond;
+    # not enforced while Redis is down). Send has its own, stricter limit.
+    api_rate_limit: int = Field(300, ge=1, validation_alias="API_RATE_LIMIT")
+    api_rate_window_seconds: int = Field(60, ge=1, validation_alias="API_RATE_WINDOW_SECONDS")
+
     # How many proxies in front of the functions append to X-Forwarded-For
     # (0: use the TCP peer). See whatschat.api.Call.client_address.
     trusted_proxy_hops: int = Field(0, ge=0, le=10, validation_alias="TRUSTED_PROXY_HOPS")

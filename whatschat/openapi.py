@@ -34,7 +34,7 @@ REF = "#/components/schemas/{model}"
 # Problems the HTTP adapter itself may answer with, by what a route takes.
 _BODY_ERRORS = (400, 413, 415, 422)
 _QUERY_ERRORS = (422,)
-_AUTH_ERRORS = (401,)
+_AUTH_ERRORS = (401, 429)  # bad token; the per-user request limit
 _PATH_PARAM_ERRORS = (404,)  # a path parameter of the wrong form matches no operation
 _ALWAYS_ERRORS = (503,)  # PostgreSQL, Redis or S3 unreachable
 _RETRY_AFTER = (429, 503)
