@@ -312,18 +312,18 @@ def test_a_message_typed_by_one_appears_for_the_other_with_typing_shown(people: 
     open_direct(alice, bob)
     open_direct(bob, alice)
 
-    alice.page.get_by_label("Message", exact=True).type("Hello B", delay=20)
+    alice.page.get_by_label("Message", exact=True).type("Hello Bob", delay=20)
     expect(bob.page.locator("#typing")).to_have_text("Alice is typing…")
 
     alice.page.get_by_label("Message", exact=True).press("Enter")
-    expect(bob.page.locator("#message-list .text")).to_have_text(["Hello B"])
+    expect(bob.page.locator("#message-list .text")).to_have_text(["Hello Bob"])
     # The typing line goes when the message arrives.
     expect(bob.page.locator("#typing")).to_have_text("")
     # Bob has the chat open: his receipt turns Alice's "Sent" into "Read".
     expect(alice.page.locator("#message-list .mine .receipt")).to_have_text("✓✓ Read")
 
     send(bob, "Hi Alice!")
-    expect(alice.page.locator("#message-list .text")).to_have_text(["Hello B", "Hi Alice!"])
+    expect(alice.page.locator("#message-list .text")).to_have_text(["Hello Bob", "Hi Alice!"])
 
     screenshot = os.environ.get("WHATSCHAT_SCREENSHOT")
     if screenshot:
