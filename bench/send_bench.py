@@ -1,7 +1,8 @@
 """Send throughput and latency through the HTTP send function, next to the floor.
 
 Starts its own embedded PostgreSQL and Redis, serves every function with
-``whatschat serve-api`` (gunicorn, one process, threads) on a free port, then
+``whatschat serve-api`` (gunicorn, ``--workers`` processes x ``--threads``
+threads; default one process) on a free port, then
 runs two phases with the same number of concurrent clients:
 
 - **function**: ``POST /v1/messages`` over keep-alive HTTP (token check,
@@ -15,7 +16,8 @@ Two layouts, both measured: each sender writes to a conversation of its own
 one hot conversation (its row lock serializes the sends). It prints
 messages/s and p50/p99 latency of both phases and their ratio.
 
-Run: ``.venv/bin/python bench/send_bench.py [--messages 4000] [--clients 8]``.
+Run: ``.venv/bin/python bench/send_bench.py [--messages 4000] [--clients 8]
+[--workers 1] [--threads 16]``.
 Figures are recorded in docs/messaging.md (benchmark).
 """
 

@@ -129,7 +129,7 @@ def test_retry_after_header(client: Any) -> None:
     assert response.headers["Retry-After"] == "7"
 
 
-def test_every_code_has_a_distinct_status_and_title() -> None:
+def test_every_code_has_an_error_status_and_a_title() -> None:
     assert all(400 <= status < 600 and title for status, title in CODES.values())
 
 

@@ -9,19 +9,16 @@ request into the models here and call one operation. Passwords are argon2id
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from whatschat import auth_throttle, passwords, sessions
+from whatschat import auth_throttle, passwords, reads, sessions
 from whatschat.problems import Problem, not_found
 from whatschat.storage import accounts as store
 from whatschat.storage import database
-
-logger = logging.getLogger(__name__)
 
 # The same rule as the users table's CHECK constraint.
 USERNAME_PATTERN = r"^[A-Za-z0-9_.]{3,32}$"
@@ -227,19 +224,16 @@ def lookup(username: str) -> PublicProfile:
     """Find a user by username, ignoring letter case (to start a chat); 404 if none."""
     if not _USERNAME.fullmatch(username):
         raise not_found(f"No user is called {username!r}")
-    account = None
-    if database.replica_configured():
-        try:
-            with database.replica() as conn:
-                account = store.account_by_username(conn, username)
-        except database.DatabaseUnavailable:
-            logger.warning("replica unavailable; looking the user up on the primary")
-    # Not on the replica may only mean it has not caught up with a new account yet.
-    if account is None:
-        with database.primary() as conn:
-            account = store.account_by_username(conn, username)
-    if account is None:
-        raise not_found(f"No user is called {username!r}")
+
+    def find(reader: reads.Reader) -> store.Account:
+        # A 404 on the replica is retried on the primary by reads.read: the
+        # replica may not have replayed a new account yet.
+        found = store.account_by_username(reader.conn, username)
+        if found is None:
+            raise not_found(f"No user is called {username!r}")
+        return found
+
+    account = reads.read(find)
     return PublicProfile(
         id=account.id, username=account.username, display_name=account.display_name
     )

@@ -3,8 +3,9 @@
 A read goes to the primary instead when the replica
 
 - is not configured (``DATABASE_REPLICA_URL`` empty),
-- is unreachable (then the replica is skipped for ``REPLICA_RETRY_SECONDS``,
-  so a dead replica costs one connect timeout, not one per request),
+- is unreachable (``database.replica`` then skips it for
+  ``REPLICA_RETRY_SECONDS``, so a dead replica costs one connect timeout,
+  not one per request),
 - has not replayed what the client already knows: the read calls
   :meth:`Reader.require` with "the replica's last_seq covers the seq the
   client sent" (read-your-writes), or the replica does not know the caller's
@@ -16,13 +17,10 @@ See docs/messaging.md (read replica routing).
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from whatschat.config import get_settings
 from whatschat.problems import Problem
 from whatschat.storage import database
 from whatschat.storage.database import Connection, DatabaseUnavailable
@@ -30,10 +28,6 @@ from whatschat.storage.database import Connection, DatabaseUnavailable
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# replica URL -> monotonic time before which it is not tried again
-_skip_until: dict[str, float] = {}
-_skip_lock = threading.Lock()
 
 
 class ReplicaBehind(Exception):
@@ -55,26 +49,19 @@ class Reader:
 
 def read(work: Callable[[Reader], T]) -> T:
     """Run ``work`` on the replica if it can answer, else on the primary."""
-    settings = get_settings()
-    url = settings.database_replica_url
-    if url and url != settings.database_url and _replica_usable(url):
+    if database.replica_configured():
         try:
             with database.replica() as conn:
                 return work(Reader(conn, on_replica=True))
         except ReplicaBehind as exc:
             logger.debug("replica behind (%s); reading the primary", exc)
+        except database.ReplicaSkipped:
+            pass
         except DatabaseUnavailable as exc:
             logger.warning("replica unavailable, reading the primary: %s", exc)
-            with _skip_lock:
-                _skip_until[url] = time.monotonic() + settings.replica_retry_seconds
         except Problem as problem:
             # The replica may not have replayed a membership the caller just got.
             if problem.status != 404:
                 raise
     with database.primary() as conn:
         return work(Reader(conn, on_replica=False))
-
-
-def _replica_usable(url: str) -> bool:
-    with _skip_lock:
-        return time.monotonic() >= _skip_until.get(url, 0.0)

@@ -95,20 +95,50 @@ def primary() -> Iterator[Connection]:
         yield conn
 
 
+class ReplicaSkipped(DatabaseUnavailable):
+    """The replica failed less than ``REPLICA_RETRY_SECONDS`` ago: not tried now."""
+
+    dependency = "The PostgreSQL replica"
+
+
+# replica URL -> monotonic time before which it is not tried again
+_replica_skip_until: dict[str, float] = {}
+
+
 def replica_configured() -> bool:
-    """Whether reads may go to a replica (``DATABASE_REPLICA_URL`` is set)."""
-    return bool(get_settings().database_replica_url)
+    """Whether reads may go to a replica other than the primary."""
+    settings = get_settings()
+    return bool(settings.database_replica_url) and (
+        settings.database_replica_url != settings.database_url
+    )
 
 
 @contextmanager
 def replica() -> Iterator[Connection]:
     """A connection to the read replica; raises DatabaseUnavailable when it is down.
 
-    Callers fall back to :func:`primary` (see docs/architecture.md, reads).
+    A replica that failed is skipped (:class:`ReplicaSkipped`, raised at once)
+    for ``REPLICA_RETRY_SECONDS``, so while it is dead each read costs no
+    connect timeout. Callers fall back to :func:`primary` (see
+    docs/messaging.md, read replica routing).
     """
-    url = get_settings().database_replica_url or get_settings().database_url
-    with _connection(url) as conn:
-        yield conn
+    settings = get_settings()
+    if not replica_configured():
+        with _connection(settings.database_url) as conn:
+            yield conn
+        return
+    url = settings.database_replica_url
+    with _pools_lock:
+        skip_until = _replica_skip_until.get(url, 0.0)
+    if time.monotonic() < skip_until:
+        raise ReplicaSkipped("the replica failed recently; reading the primary")
+    try:
+        with _connection(url) as conn:
+            yield conn
+    except DatabaseUnavailable:
+        with _pools_lock:
+            _replica_skip_until[url] = time.monotonic() + settings.replica_retry_seconds
+        raise
 
 
 def close_pools() -> None:
