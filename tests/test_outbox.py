@@ -155,14 +155,13 @@ def test_concurrent_sweepers_publish_every_row_exactly_once(
     assert outbox.pending() == 0
 
 
-def test_a_row_being_published_is_skipped_by_the_sweeper(
+def test_rows_claimed_by_a_sweeper_are_skipped_by_the_others(
     events_seen: EventSink, db: psycopg.Connection[Any], stack: Stack
 ) -> None:
     ids = _insert_unpublished(db, 10)
-    row_ids = [r[0] for r in db.execute("SELECT id FROM outbox ORDER BY id").fetchall()]
-    # A function between its commit and its PUBLISH holds the claim on three rows.
+    # One sweeper between its claim and its commit holds three rows...
     with psycopg.connect(stack.database_url, row_factory=dict_row) as holder:
-        claimed = outbox_rows.claim_txn(holder, row_ids[:3])
+        claimed = outbox_rows.claim_due_txn(holder, 0, 3)
         assert len(claimed) == 3
         assert outbox.sweep(min_age_seconds=0).published == 7
         # ...and then dies: its transaction rolls back instead of committing.
@@ -172,6 +171,19 @@ def test_a_row_being_published_is_skipped_by_the_sweeper(
     assert events_seen.wait_for(10)
     time.sleep(0.2)
     assert sorted(e.id for e in events_seen.events()) == sorted(ids)
+
+
+def test_a_function_publishes_and_marks_its_own_rows(
+    events_seen: EventSink, db: psycopg.Connection[Any]
+) -> None:
+    built = [events.Event("read.updated", {"n": n}, conversation_id=1) for n in range(3)]
+    with outbox.transaction() as txn:
+        for event in built:
+            txn.emit(event)
+    assert db.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone() == (0,)
+    assert events_seen.wait_for(3)
+    assert [e.id for e in events_seen.events()] == [e.id for e in built]  # in emit order
+    assert outbox.sweep(min_age_seconds=0).published == 0
 
 
 def test_young_rows_wait_and_old_published_rows_are_deleted(

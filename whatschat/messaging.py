@@ -141,12 +141,11 @@ def _send_txn(
     }
     view = message_view(row)
     event = chat_events.message_created(view)
-    outbox_id = message_rows.insert_sent_txn(
-        conn, row, channel=event.channel, payload=event.encode()
-    )
+    payload = event.encode()
+    outbox_id = message_rows.insert_sent_txn(conn, row, channel=event.channel, payload=payload)
     if outbox_id is None:  # removed from the conversation while we waited for its lock
         raise _no_longer_member()
-    txn.emitted(outbox_id)
+    txn.emitted(outbox_id, event.channel, payload)
     return view
 
 

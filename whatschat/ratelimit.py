@@ -1,7 +1,10 @@
 """Rate limits kept in Redis: at most ``limit`` hits per ``window`` seconds per key.
 
-A fixed-window counter (INCR + EXPIRE in one round trip): cheap, shared by
-every instance of a function, and good enough for abuse control. Each caller
+A fixed-window counter, one INCR per hit (the window's first hit also sets
+its expiry): cheap, shared by every instance of a function, and good enough
+for abuse control. The window's index is part of the key, so a key whose
+EXPIRE was lost (a crash between the two commands) only wastes a few bytes:
+no later window ever counts on it. Each caller
 decides what happens when Redis is down (``fail_open``); docs/auth.md and
 docs/messaging.md say what each limit does.
 """
@@ -45,10 +48,7 @@ def hit(limit: Limit, subject: str, *, fail_open: bool, now: float | None = None
     """
     key, reset_in = _key(limit, subject, now if now is not None else time.time())
     try:
-        pipe = redis_client.client().pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, limit.window + 1)
-        count = int(pipe.execute()[0])
+        count = redis_client.count(key, limit.window + 1)
     except redis_client.RedisError as exc:
         if fail_open:
             return Decision(True, limit.limit, 0)

@@ -95,6 +95,18 @@ def primary() -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def autocommit(conn: Connection) -> Iterator[Connection]:
+    """Run each statement on ``conn`` (not in a transaction) as its own
+    transaction: one round trip instead of BEGIN, statement, COMMIT."""
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        if not conn.closed:
+            conn.autocommit = False
+
+
 class ReplicaSkipped(DatabaseUnavailable):
     """The replica failed less than ``REPLICA_RETRY_SECONDS`` ago: not tried now."""
 

@@ -1,10 +1,11 @@
 """SQL for the outbox: events written with the change they describe.
 
-A row is claimed for publishing by setting ``published_at`` inside a
-transaction that also holds the row lock (``FOR UPDATE SKIP LOCKED``): the
-function that wrote the row and any number of sweepers never publish the same
-row twice while its claim is open, and a claim that is rolled back (Redis
-down, process killed) leaves the row for the sweeper. See docs/messaging.md.
+A sweeper claims rows for publishing by setting ``published_at`` inside a
+transaction that also holds the row lock (``FOR UPDATE SKIP LOCKED``): any
+number of sweepers never publish the same row twice while its claim is open,
+and a claim that is rolled back (Redis down, process killed) leaves the row
+for the next sweep. The function that wrote a row publishes it and then marks
+it (:func:`mark_published`). See docs/messaging.md.
 """
 
 from __future__ import annotations
@@ -38,24 +39,12 @@ def insert_txn(conn: Connection, rows: Sequence[tuple[str, bytes]]) -> list[int]
     return sorted(row["id"] for row in found_rows)
 
 
-def claim_txn(conn: Connection, ids: Sequence[int]) -> list[dict[str, Any]]:
-    """Claim the given rows that nobody published or is publishing; oldest first.
-
-    Rows: id, channel, payload. The claim holds until the transaction ends.
-    """
-    rows: list[dict[str, Any]] = conn.execute(
-        """
-        UPDATE outbox SET published_at = now()
-        WHERE id IN (
-            SELECT id FROM outbox
-            WHERE id = ANY(%s) AND published_at IS NULL
-            FOR UPDATE SKIP LOCKED
-        )
-        RETURNING id, channel, payload
-        """,
+def mark_published(conn: Connection, ids: Sequence[int]) -> None:
+    """Mark rows their writer has just published (no claim: see whatschat.outbox)."""
+    conn.execute(
+        "UPDATE outbox SET published_at = now() WHERE id = ANY(%s) AND published_at IS NULL",
         (list(ids),),
-    ).fetchall()
-    return sorted(rows, key=lambda row: row["id"])
+    )
 
 
 def claim_due_txn(conn: Connection, min_age_seconds: float, limit: int) -> list[dict[str, Any]]:

@@ -61,6 +61,19 @@ def publish(channel: str, payload: bytes) -> int:
         raise RedisUnavailable(str(exc)) from exc
 
 
+def count(key: str, ttl_seconds: int) -> int:
+    """INCR ``key``; give a new key (count 1) a TTL. Raises RedisError.
+
+    One round trip per call but the first of a key's life: a pipeline or a
+    script costs more per call than the rare second command.
+    """
+    redis = client()
+    value = int(redis.incr(key))  # type: ignore[arg-type]
+    if value == 1:
+        redis.expire(key, ttl_seconds)
+    return value
+
+
 def ping() -> None:
     """Raise RedisUnavailable unless Redis answers PING."""
     try:
