@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from functions.routes import ROUTES, FunctionRoute  # noqa: E402
+from knative.render import load_scaling  # noqa: E402
 from whatschat import embedded, tokens  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -55,19 +56,6 @@ def hello(request):
     return "ok"
 """
 TARGET_RATIO = 1.3
-
-
-def _scaling() -> dict[str, tuple[int, int]]:
-    """target -> (workers, threads) as deployed (knative/scaling.yaml)."""
-    import yaml
-
-    data = yaml.safe_load((ROOT / "knative" / "scaling.yaml").read_text())
-    defaults = data["defaults"]
-    result = {}
-    for target, own in data["functions"].items():
-        knobs = {**defaults, **(own or {})}
-        result[target] = (int(knobs["workers"]), int(knobs["threads"]))
-    return result
 
 
 def _probe_path(route: FunctionRoute) -> str:
@@ -180,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     routes = [r for r in ROUTES if (ROOT / "functions" / f"{r.target}.py").exists()]
     missing = [r.target for r in ROUTES if r not in routes]
-    scaling = _scaling()
+    scaling = load_scaling()
     with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
         folder = Path(tmp)
         (folder / "hello.py").write_text(HELLO)
@@ -217,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_number}/{args.rounds}", file=sys.stderr, flush=True)
                 subjects: list[FunctionRoute | None] = [None, *routes]
                 for subject in subjects:
-                    workers, threads = scaling.get(subject.target if subject else "", (1, 8))
+                    deployed = scaling.get(subject.target) if subject else None
+                    workers, threads = (deployed.workers, deployed.threads) if deployed else (1, 8)
                     env = {**base_env, "WORKERS": str(workers), "THREADS": str(threads)}
                     name = subject.target if subject else FLOOR
                     samples[name].append(measure(subject, folder, env))

@@ -2,7 +2,8 @@
 
 Starts its own embedded PostgreSQL and Redis, serves every function with
 ``whatschat serve-api`` (gunicorn, ``--workers`` processes x ``--threads``
-threads; default one process) on a free port, then
+threads; default: send's deployed configuration in knative/scaling.yaml) on a
+free port, then
 runs two phases with the same number of concurrent clients:
 
 - **function**: ``POST /v1/messages`` over keep-alive HTTP (token check,
@@ -17,7 +18,7 @@ one hot conversation (its row lock serializes the sends). It prints
 messages/s and p50/p99 latency of both phases and their ratio.
 
 Run: ``.venv/bin/python bench/send_bench.py [--messages 4000] [--clients 8]
-[--workers 1] [--threads 16]``.
+[--workers N] [--threads N] [--rounds 2]``.
 Figures are recorded in docs/messaging.md (benchmark).
 """
 
@@ -44,8 +45,12 @@ import orjson
 import psycopg
 import redis
 
-from whatschat import embedded, events, tokens
-from whatschat.config import get_settings
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from knative.render import load_scaling  # noqa: E402
+from whatschat import embedded, events, tokens  # noqa: E402
+from whatschat.config import get_settings  # noqa: E402
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -237,11 +242,22 @@ def _line(name: str, latencies: list[float], wall: float) -> float:
 
 
 def main() -> int:
+    deployed = load_scaling()["send"]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=4000, help="messages per phase")
     parser.add_argument("--clients", type=int, default=8, help="concurrent senders")
-    parser.add_argument("--threads", type=int, default=16, help="server threads per process")
-    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=deployed.threads,
+        help="server threads per process (default: send's in knative/scaling.yaml)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=deployed.workers,
+        help="server processes (default: send's in knative/scaling.yaml)",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both phases")
     args = parser.parse_args()
     per_client = args.messages // args.clients
@@ -268,7 +284,7 @@ def main() -> int:
                 "TOKEN_SIGNING_KEY": pair.private_pem,
                 "TOKEN_VERIFY_KEYS": json.dumps({pair.key_id: pair.public_pem}),
                 "SEND_RATE_LIMIT": "100000000",  # measure cost, not throttling
-                "DATABASE_POOL_MAX_SIZE": str(args.clients),
+                "DATABASE_POOL_MAX_SIZE": str(max(deployed.database_pool, args.threads)),
                 "LOG_LEVEL": "WARNING",
             }
             os.environ.update(env)
