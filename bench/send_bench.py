@@ -258,7 +258,7 @@ def main() -> int:
         default=deployed.workers,
         help="server processes (default: send's in knative/scaling.yaml)",
     )
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both phases")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of both phases")
     args = parser.parse_args()
     per_client = args.messages // args.clients
 
@@ -364,10 +364,16 @@ def main() -> int:
                 ratios = []
                 for round_ in range(args.rounds):
                     tag = f"{layout}{round_}"
-                    function_rate = _line(
-                        "function", *function_phase(where["function"], per_client, tag)
-                    )
-                    floor_rate = _line("floor", *floor_phase(where["floor"], per_client, tag))
+                    # Alternate which phase goes first, so a drift of the
+                    # machine (or of PostgreSQL's background work) within a
+                    # round does not always favour the same phase.
+                    phases = {"function": function_phase, "floor": floor_phase}
+                    order = ["function", "floor"] if round_ % 2 == 0 else ["floor", "function"]
+                    rates = {
+                        name: _line(name, *phases[name](where[name], per_client, tag))
+                        for name in order
+                    }
+                    function_rate, floor_rate = rates["function"], rates["floor"]
                     ratios.append(function_rate / floor_rate)
                     print(f"{'ratio':<10} {'':>7} {function_rate / floor_rate:>10.2f}")
                 median = statistics.median(ratios)

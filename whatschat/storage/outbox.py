@@ -41,6 +41,12 @@ def insert_txn(conn: Connection, rows: Sequence[tuple[str, bytes]]) -> list[int]
 
 def mark_published(conn: Connection, ids: Sequence[int]) -> None:
     """Mark rows their writer has just published (no claim: see whatschat.outbox)."""
+    if len(ids) == 1:  # a send: a scalar parameter is cheaper to adapt than an array
+        conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = %s AND published_at IS NULL",
+            (ids[0],),
+        )
+        return
     conn.execute(
         "UPDATE outbox SET published_at = now() WHERE id = ANY(%s) AND published_at IS NULL",
         (list(ids),),
