@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 
 from tests.conftest import Stack
 from whatschat import embedded, tokens
@@ -25,6 +26,8 @@ def own_primary(
     server = embedded.EmbeddedPostgres(tmp_path / "primary")
     server.start()
     migrations.apply(server.url)
+    # Its user ids start at 1 again: forget rate-limit counts of earlier tests.
+    redis.Redis.from_url(stack.redis_url).flushdb()
     database.close_pools()
     monkeypatch.setenv("DATABASE_URL", server.url)
     monkeypatch.setenv("DATABASE_CONNECT_TIMEOUT_SECONDS", "1")
