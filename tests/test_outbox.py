@@ -186,6 +186,35 @@ def test_a_function_publishes_and_marks_its_own_rows(
     assert outbox.sweep(min_age_seconds=0).published == 0
 
 
+def test_rows_published_but_not_marked_are_repeated_by_the_sweeper_never_lost(
+    events_seen: EventSink, db: psycopg.Connection[Any]
+) -> None:
+    # PostgreSQL refuses the function's mark (a trigger), after its PUBLISH.
+    db.execute(
+        """
+        CREATE FUNCTION refuse_mark() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'mark refused by the test'; END $$;
+        CREATE TRIGGER refuse_mark BEFORE UPDATE ON outbox
+        FOR EACH ROW EXECUTE FUNCTION refuse_mark();
+        """
+    )
+    try:
+        built = [events.Event("read.updated", {"n": n}, conversation_id=1) for n in range(2)]
+        with outbox.transaction() as txn:  # the change commits; no error reaches the caller
+            for event in built:
+                txn.emit(event)
+        assert events_seen.wait_for(2)
+        assert outbox.pending() == 2
+    finally:
+        db.execute("DROP TRIGGER refuse_mark ON outbox; DROP FUNCTION refuse_mark()")
+    assert outbox.sweep(min_age_seconds=0).published == 2
+    assert events_seen.wait_for(4)
+    time.sleep(0.2)
+    # Each event twice with the same id (clients drop the repeat), none lost.
+    assert sorted(e.id for e in events_seen.events()) == sorted(e.id for e in built * 2)
+    assert outbox.pending() == 0
+
+
 def test_young_rows_wait_and_old_published_rows_are_deleted(
     events_seen: EventSink, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
