@@ -16,6 +16,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,22 @@ class Sender:
         self.redis.close()
 
 
+async def run_all(clients: Iterable[Client], timeout: float = 15) -> list[asyncio.Task[None]]:
+    """Start ``Client.run`` for each client and wait until every one is ready."""
+    clients = list(clients)
+    runs = [asyncio.create_task(client.run()) for client in clients]
+    for client in clients:
+        await asyncio.wait_for(client.ready.wait(), timeout)
+    return runs
+
+
+async def stop_all(clients: Iterable[Client], runs: list[asyncio.Task[None]]) -> None:
+    """Stop clients started with ``Client.run`` and wait for their tasks."""
+    for client in clients:
+        await client.stop()
+    await asyncio.gather(*runs)
+
+
 # --- a client that resumes ------------------------------------------------------
 
 
@@ -202,6 +219,15 @@ class Client:
         self.ws = ws
         self.connections += 1
         return ws
+
+    async def open_ready(
+        self, url: str, *, resume: bool = True
+    ) -> tuple[ClientConnection, asyncio.Task[None]]:
+        """Open a socket, start reading it, and wait for its ready frame."""
+        ws = await self.open(url, resume=resume)
+        reader = asyncio.create_task(self.read(ws))
+        await asyncio.wait_for(self.ready.wait(), 10)
+        return ws, reader
 
     def take(self, raw: str | bytes) -> None:
         doc = orjson.loads(raw)

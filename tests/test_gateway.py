@@ -25,7 +25,9 @@ from tests.gateway_fixtures import (
     GatewayProcess,
     Sender,
     create_conversation,
+    run_all,
     stack_env,
+    stop_all,
     wait_until,
 )
 from whatschat import tokens
@@ -122,9 +124,7 @@ def test_malformed_and_unknown_frames_get_error_frames_and_oversized_frames_clos
 
     async def scenario() -> None:
         client = Client(user.token, [gw.url])
-        ws = await client.open(gw.url)
-        reader = asyncio.create_task(client.read(ws))
-        await asyncio.wait_for(client.ready.wait(), 10)
+        ws, reader = await client.open_ready(gw.url)
         for bad in ("nope", "[]", '{"op":"fly"}', '{"op":"typing","conversation_id":"x"}'):
             await ws.send(bad)
         await ws.send(b"\x00\x01")
@@ -197,9 +197,7 @@ def test_a_fresh_token_extends_the_session_and_expiry_closes_it(
 
     async def scenario() -> None:
         client = Client(short, [gw.url])
-        ws = await client.open(gw.url)
-        reader = asyncio.create_task(client.read(ws))
-        await asyncio.wait_for(client.ready.wait(), 10)
+        ws, reader = await client.open_ready(gw.url)
         fresh, _ = tokens.issue_access_token(user.id, user.username)
         await ws.send(orjson.dumps({"op": "auth", "token": fresh}).decode())
         await wait_until(lambda: any(c["op"] == "authed" for c in client.control), 10, "authed")
@@ -258,9 +256,7 @@ def test_a_silent_socket_is_pinged_then_closed_and_an_answering_one_stays(
 
     async def answering() -> None:
         client = Client(user.token, [gw.url])
-        ws = await client.open(gw.url)
-        reader = asyncio.create_task(client.read(ws))
-        await asyncio.wait_for(client.ready.wait(), 10)
+        ws, reader = await client.open_ready(gw.url)
         await asyncio.sleep(2.5)  # several ping intervals: the library answers each ping
         assert not reader.done()
         await ws.close()
@@ -292,9 +288,7 @@ def test_every_message_reaches_every_socket_of_every_member_once_across_two_inst
             for d in (0, 1)
         ]
         spy = Client(outsider.token, [gateways[0].url])
-        runs = [asyncio.create_task(c.run()) for c in [*clients, spy]]
-        for c in [*clients, spy]:
-            await asyncio.wait_for(c.ready.wait(), 15)
+        runs = await run_all([*clients, spy])
         for i in range(30):
             await asyncio.to_thread(sender.send, group, users[i % 4].id, f"hello {i}")
         for i in range(5):
@@ -313,9 +307,7 @@ def test_every_message_reaches_every_socket_of_every_member_once_across_two_inst
         for c in clients[4:]:
             assert pair not in c.seqs
         assert spy.seqs == {}
-        for c in [*clients, spy]:
-            await c.stop()
-        await asyncio.gather(*runs)
+        await stop_all([*clients, spy], runs)
 
     asyncio.run(scenario())
     for gw in gateways:
@@ -336,9 +328,7 @@ def test_resume_replays_what_was_missed_then_continues_live(
 
     async def scenario() -> None:
         client = Client(alice.token, [gw.url])
-        ws = await client.open(gw.url)
-        reader = asyncio.create_task(client.read(ws))
-        await asyncio.wait_for(client.ready.wait(), 10)
+        ws, reader = await client.open_ready(gw.url)
         for i in range(3):
             await asyncio.to_thread(sender.send, group, bob.id, f"m{i}")
         await wait_until(lambda: len(client.seqs.get(group, [])) == 3, 10, "live")
@@ -450,9 +440,7 @@ def test_joining_a_conversation_subscribes_live_and_replays_from_the_join(
 
     async def scenario() -> None:
         client = Client(alice.token, [gw.url])
-        ws = await client.open(gw.url)
-        reader = asyncio.create_task(client.read(ws))
-        await asyncio.wait_for(client.ready.wait(), 10)
+        ws, reader = await client.open_ready(gw.url)
         clean_db.execute(
             "INSERT INTO members (conversation_id, user_id, joined_seq) VALUES (%s, %s, 1)",
             (group, alice.id),
@@ -490,9 +478,7 @@ def test_out_of_order_publish_is_reordered_and_a_never_published_message_is_fill
 
     async def scenario() -> None:
         client = Client(alice.token, [gw.url])
-        ws = await client.open(gw.url)
-        reader = asyncio.create_task(client.read(ws))
-        await asyncio.wait_for(client.ready.wait(), 10)
+        ws, reader = await client.open_ready(gw.url)
         await asyncio.to_thread(sender.send, group, bob.id, "1")
         # seq 2 committed but its publish was lost (the function crashed): the
         # outbox sweeper would publish it later; the gateway fills the gap.

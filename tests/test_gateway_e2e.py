@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.conftest import AppUser, Stack
-from tests.gateway_fixtures import Client, GatewayProcess, stack_env, wait_until
+from tests.gateway_fixtures import Client, GatewayProcess, run_all, stack_env, stop_all, wait_until
 from tests.messaging_helpers import Chat
 
 pytest_plugins = ["tests.messaging_fixtures"]
@@ -43,9 +43,7 @@ def test_sends_group_changes_and_removal_reach_the_right_sockets(
             name: Client(user.token, [gateways[i % 2].url])
             for i, (name, user) in enumerate((("alice", alice), ("bob", bob), ("carol", carol)))
         }
-        runs = [asyncio.create_task(c.run()) for c in clients.values()]
-        for c in clients.values():
-            await asyncio.wait_for(c.ready.wait(), 15)
+        runs = await run_all(clients.values())
         # Created while everyone is connected: bob's gateway learns it from
         # his user channel, subscribes, and replays from his join.
         group = await asyncio.to_thread(chat.group, alice, [bob], "Team")
@@ -106,8 +104,6 @@ def test_sends_group_changes_and_removal_reach_the_right_sockets(
             if e["type"] == "message.created" and e["data"]["message"]["kind"] == "text"
         ]
         assert texts == ["welcome carol", "after bob 0", "after bob 1", "after bob 2"]
-        for c in clients.values():
-            await c.stop()
-        await asyncio.gather(*runs)
+        await stop_all(clients.values(), runs)
 
     asyncio.run(scenario())

@@ -27,7 +27,9 @@ from tests.gateway_fixtures import (
     GatewayProcess,
     Sender,
     create_conversation,
+    run_all,
     stack_env,
+    stop_all,
     wait_until,
 )
 from whatschat import embedded
@@ -68,8 +70,9 @@ class Traffic:
         self.stopping = threading.Event()
         self.sent = 0
         self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
 
-    def run(self, threads: int, total: int | None = None, seed: int = 0) -> list[threading.Thread]:
+    def run(self, threads: int, total: int | None = None, seed: int = 0) -> None:
         def work(index: int) -> None:
             rng = random.Random(seed + index)
             sender = Sender(self.database_url, self.redis_url)
@@ -88,7 +91,17 @@ class Traffic:
         started = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(threads)]
         for thread in started:
             thread.start()
-        return started
+        self.threads += started
+
+    async def join(self) -> None:
+        """Wait until every sender has finished."""
+        for thread in self.threads:
+            await asyncio.to_thread(thread.join)
+
+    async def stop(self) -> None:
+        """Stop the senders (each finishes the send it is in) and wait for them."""
+        self.stopping.set()
+        await self.join()
 
 
 async def settle(
@@ -121,23 +134,17 @@ def test_kill_9_of_an_instance_its_clients_resume_on_the_other_and_miss_nothing(
             Client(u.token, [a.url, b.url] if i % 2 else [b.url, a.url])
             for i, u in enumerate(users)
         ]
-        runs = [asyncio.create_task(c.run()) for c in clients]
-        for c in clients:
-            await asyncio.wait_for(c.ready.wait(), 15)
-        threads = traffic.run(3)
+        runs = await run_all(clients)
+        traffic.run(3)
         await asyncio.sleep(0.5)
         a.kill()  # no goodbye: its sockets just die
         await asyncio.sleep(1.0)
-        traffic.stopping.set()
-        for t in threads:
-            await asyncio.to_thread(t.join)
+        await traffic.stop()
         expected = last_seqs(clean_db, [group])
         assert expected[group] > 20
         await settle([(c, {group}) for c in clients], expected, 30)
         assert all(c.connections >= 2 for i, c in enumerate(clients) if i % 2)
-        for c in clients:
-            await c.stop()
-        await asyncio.gather(*runs)
+        await stop_all(clients, runs)
 
     asyncio.run(scenario())
 
@@ -163,25 +170,19 @@ def test_redis_restarted_mid_stream_no_client_has_a_gap(
 
         async def scenario() -> None:
             clients = [Client(u.token, [gateways[i % 2].url]) for i, u in enumerate(users)]
-            runs = [asyncio.create_task(c.run()) for c in clients]
-            for c in clients:
-                await asyncio.wait_for(c.ready.wait(), 15)
-            threads = traffic.run(2)
+            runs = await run_all(clients)
+            traffic.run(2)
             await asyncio.sleep(0.5)
             redis_server.stop()  # every Pub/Sub connection breaks; sends keep committing
             await asyncio.sleep(1.5)
             redis_server.start()
             await asyncio.sleep(1.5)
-            traffic.stopping.set()
-            for t in threads:
-                await asyncio.to_thread(t.join)
+            await traffic.stop()
             expected = last_seqs(clean_db, convs)
             await settle([(c, set(convs)) for c in clients], expected, 30)
             assert all(c.connections == 1 for c in clients)  # repaired in place
             assert all(any(f["op"] == "resumed" for f in c.control) for c in clients)
-            for c in clients:
-                await c.stop()
-            await asyncio.gather(*runs)
+            await stop_all(clients, runs)
 
         asyncio.run(scenario())
         for gw in gateways:
@@ -209,22 +210,16 @@ def test_redis_dropping_the_subscriber_loses_nothing(
 
     async def scenario() -> None:
         clients = [Client(u.token, [gw.url]) for u in users]
-        runs = [asyncio.create_task(c.run()) for c in clients]
-        for c in clients:
-            await asyncio.wait_for(c.ready.wait(), 15)
-        threads = traffic.run(2)
+        runs = await run_all(clients)
+        traffic.run(2)
         await asyncio.sleep(0.3)
         for _ in range(3):
             assert admin.client_kill_filter(_type="pubsub") >= 1
             await asyncio.sleep(0.4)
-        traffic.stopping.set()
-        for t in threads:
-            await asyncio.to_thread(t.join)
+        await traffic.stop()
         await settle([(c, {group}) for c in clients], last_seqs(clean_db, [group]), 30)
         assert all(c.connections == 1 for c in clients)
-        for c in clients:
-            await c.stop()
-        await asyncio.gather(*runs)
+        await stop_all(clients, runs)
 
     try:
         asyncio.run(scenario())
@@ -256,23 +251,18 @@ def test_1000_messages_over_20_conversations_with_random_disconnects(
             for device in range(1 + i % 2):  # some users have two devices
                 urls = [gateways[(i + device) % 2].url, gateways[(i + device + 1) % 2].url]
                 clients.append((Client(user.token, urls), mine))
-        runs = [asyncio.create_task(c.run()) for c, _ in clients]
-        for c, _ in clients:
-            await asyncio.wait_for(c.ready.wait(), 15)
-        threads = traffic.run(4, total=1000, seed=11)
-        while any(t.is_alive() for t in threads):
+        runs = await run_all([c for c, _ in clients])
+        traffic.run(4, total=1000, seed=11)
+        while any(t.is_alive() for t in traffic.threads):
             await asyncio.sleep(rng.uniform(0.02, 0.15))
             victim, _ = rng.choice(clients)
             await victim.drop()  # the network goes away under it
-        for t in threads:
-            await asyncio.to_thread(t.join)
+        await traffic.join()
         expected = last_seqs(clean_db, list(members))
         assert sum(expected.values()) == 1000
         await settle(clients, expected, 60)
         assert sum(c.connections for c, _ in clients) > len(clients) + 5
-        for c, _ in clients:
-            await c.stop()
-        await asyncio.gather(*runs)
+        await stop_all([c for c, _ in clients], runs)
 
     asyncio.run(scenario())
 
@@ -335,22 +325,16 @@ def test_sigterm_drains_with_1012_and_clients_resume_elsewhere(
 
     async def scenario() -> None:
         clients = [Client(u.token, [a.url, b.url]) for u in users]
-        runs = [asyncio.create_task(c.run()) for c in clients]
-        for c in clients:
-            await asyncio.wait_for(c.ready.wait(), 15)
-        threads = traffic.run(2)
+        runs = await run_all(clients)
+        traffic.run(2)
         await asyncio.sleep(0.3)
         code = await asyncio.to_thread(a.terminate)
         assert code == 0
         await asyncio.sleep(0.5)
-        traffic.stopping.set()
-        for t in threads:
-            await asyncio.to_thread(t.join)
+        await traffic.stop()
         await settle([(c, {group}) for c in clients], last_seqs(clean_db, [group]), 30)
         assert all(c.closes[0] == 1012 for c in clients)
-        for c in clients:
-            await c.stop()
-        await asyncio.gather(*runs)
+        await stop_all(clients, runs)
 
     asyncio.run(scenario())
 
@@ -369,9 +353,7 @@ def test_presence_and_typing_reach_contacts_across_instances(
     async def scenario() -> None:
         bob_client = Client(bob.token, [b.url])
         carol_client = Client(carol.token, [b.url])
-        runs = [asyncio.create_task(c.run()) for c in (bob_client, carol_client)]
-        for c in (bob_client, carol_client):
-            await asyncio.wait_for(c.ready.wait(), 10)
+        runs = await run_all((bob_client, carol_client), timeout=10)
 
         def presence_of(c: Client, online: bool) -> list[dict[str, Any]]:
             return [
@@ -381,9 +363,7 @@ def test_presence_and_typing_reach_contacts_across_instances(
             ]
 
         alice_client = Client(alice.token, [a.url])
-        alice_ws = await alice_client.open(a.url)
-        alice_reader = asyncio.create_task(alice_client.read(alice_ws))
-        await asyncio.wait_for(alice_client.ready.wait(), 10)
+        alice_ws, alice_reader = await alice_client.open_ready(a.url)
         await wait_until(lambda: presence_of(bob_client, True), 10, "alice online at bob")
         await alice_ws.send(orjson.dumps({"op": "typing", "conversation_id": group}).decode())
         await alice_ws.send(orjson.dumps({"op": "typing", "conversation_id": group}).decode())
