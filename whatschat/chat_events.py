@@ -27,6 +27,17 @@ def _message(view: MessageView) -> dict[str, Any]:
     return view.model_dump(mode="json")
 
 
+def _recorded(type_: str, message: MessageView, **data: Any) -> Event:
+    """A conversation event recorded by the system message ``message``: the
+    envelope's seq is the message's, and ``data`` carries it whole."""
+    return Event(
+        type_,
+        {"conversation_id": message.conversation_id, **data, "message": _message(message)},
+        conversation_id=message.conversation_id,
+        seq=message.seq,
+    )
+
+
 def message_created(view: MessageView) -> Event:
     return Event(
         "message.created",
@@ -91,52 +102,31 @@ def group_created(
     created_by: int,
     member_ids: list[int],
 ) -> Event:
-    return Event(
+    return _recorded(
         "group.created",
-        {
-            "conversation_id": message.conversation_id,
-            "title": title,
-            "description": description,
-            "created_by": created_by,
-            "member_ids": member_ids,
-            "message": _message(message),
-        },
-        conversation_id=message.conversation_id,
-        seq=message.seq,
+        message,
+        title=title,
+        description=description,
+        created_by=created_by,
+        member_ids=member_ids,
     )
 
 
 def group_updated(
     message: MessageView, *, title: str, description: str | None, actor_id: int
 ) -> Event:
-    return Event(
+    return _recorded(
         "group.updated",
-        {
-            "conversation_id": message.conversation_id,
-            "title": title,
-            "description": description,
-            "actor_id": actor_id,
-            "message": _message(message),
-        },
-        conversation_id=message.conversation_id,
-        seq=message.seq,
+        message,
+        title=title,
+        description=description,
+        actor_id=actor_id,
     )
 
 
 def member_added(message: MessageView, *, user_id: int, role: str, actor_id: int) -> Event:
     """On the conversation channel: a member joined (seq of the system message)."""
-    return Event(
-        "member.added",
-        {
-            "conversation_id": message.conversation_id,
-            "user_id": user_id,
-            "role": role,
-            "actor_id": actor_id,
-            "message": _message(message),
-        },
-        conversation_id=message.conversation_id,
-        seq=message.seq,
-    )
+    return _recorded("member.added", message, user_id=user_id, role=role, actor_id=actor_id)
 
 
 def member_added_for(
@@ -163,18 +153,7 @@ def member_added_for(
 
 def member_removed(message: MessageView, *, user_id: int, actor_id: int, reason: str) -> Event:
     """On the conversation channel: a member left (reason "left") or was removed."""
-    return Event(
-        "member.removed",
-        {
-            "conversation_id": message.conversation_id,
-            "user_id": user_id,
-            "actor_id": actor_id,
-            "reason": reason,
-            "message": _message(message),
-        },
-        conversation_id=message.conversation_id,
-        seq=message.seq,
-    )
+    return _recorded("member.removed", message, user_id=user_id, actor_id=actor_id, reason=reason)
 
 
 def member_removed_for(
@@ -203,15 +182,4 @@ def member_role_changed(
 ) -> Event:
     """``actor_id`` is None when the server promoted the longest-standing member
     because the last admin left."""
-    return Event(
-        "member.role_changed",
-        {
-            "conversation_id": message.conversation_id,
-            "user_id": user_id,
-            "role": role,
-            "actor_id": actor_id,
-            "message": _message(message),
-        },
-        conversation_id=message.conversation_id,
-        seq=message.seq,
-    )
+    return _recorded("member.role_changed", message, user_id=user_id, role=role, actor_id=actor_id)
