@@ -169,9 +169,7 @@ def main() -> int:
             env = {
                 "DATABASE_URL": postgres.url,
                 "REDIS_URL": redis.url,
-                "TOKEN_SIGNING_KEY_ID": pair.key_id,
-                "TOKEN_SIGNING_KEY": pair.private_pem,
-                "TOKEN_VERIFY_KEYS": json.dumps({pair.key_id: pair.public_pem}),
+                **pair.settings(),
                 # The bench measures cost, not throttling: never refuse.
                 "LOGIN_MAX_FAILURES_PER_USERNAME": "1000000",
                 "LOGIN_MAX_FAILURES_PER_ADDRESS": "1000000",

@@ -33,7 +33,6 @@ Needs the `local` extra (embedded PostgreSQL, Redis, S3).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -210,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 "S3_ACCESS_KEY_ID": s3.access_key_id,
                 "S3_SECRET_ACCESS_KEY": s3.secret_access_key,
                 "S3_BUCKET": "whatschat-bench",
-                "TOKEN_SIGNING_KEY_ID": pair.key_id,
-                "TOKEN_SIGNING_KEY": pair.private_pem,
-                "TOKEN_VERIFY_KEYS": json.dumps({pair.key_id: pair.public_pem}),
+                **pair.settings(),
             }
             os.environ.update({k: v for k, v in base_env.items() if k.isupper()})
             from whatschat.config import get_settings

@@ -16,7 +16,6 @@ absolute S3 figures are moto's, not those of a real S3.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -100,9 +99,7 @@ def main() -> int:
                 S3_ACCESS_KEY_ID=s3.access_key_id,
                 S3_SECRET_ACCESS_KEY=s3.secret_access_key,
                 S3_BUCKET="bench-files",
-                TOKEN_SIGNING_KEY_ID=pair.key_id,
-                TOKEN_SIGNING_KEY=pair.private_pem,
-                TOKEN_VERIFY_KEYS=json.dumps({pair.key_id: pair.public_pem}),
+                **pair.settings(),
                 MAX_UPLOAD_BYTES=str(max(SIZES.values())),
             )
             get_settings.cache_clear()

@@ -26,7 +26,6 @@ Figures are recorded in docs/messaging.md (benchmark).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -282,9 +281,7 @@ def main() -> int:
             env = {
                 "DATABASE_URL": postgres.url,
                 "REDIS_URL": redis_server.url,
-                "TOKEN_SIGNING_KEY_ID": pair.key_id,
-                "TOKEN_SIGNING_KEY": pair.private_pem,
-                "TOKEN_VERIFY_KEYS": json.dumps({pair.key_id: pair.public_pem}),
+                **pair.settings(),
                 "SEND_RATE_LIMIT": "100000000",  # measure cost, not throttling
                 "DATABASE_POOL_MAX_SIZE": str(max(deployed.database_pool, args.threads)),
                 "LOG_LEVEL": "WARNING",

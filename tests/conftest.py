@@ -8,7 +8,6 @@ disposable: tests truncate tables).
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -86,9 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "S3_ACCESS_KEY_ID": os.environ.get("S3_ACCESS_KEY_ID", "local"),
         "S3_SECRET_ACCESS_KEY": os.environ.get("S3_SECRET_ACCESS_KEY", "local-secret"),
         "S3_BUCKET": "whatschat-test",
-        "TOKEN_SIGNING_KEY_ID": pair.key_id,
-        "TOKEN_SIGNING_KEY": pair.private_pem,
-        "TOKEN_VERIFY_KEYS": json.dumps({pair.key_id: pair.public_pem}),
+        **pair.settings(),
         "DATABASE_CONNECT_TIMEOUT_SECONDS": "2",
     }
     _set_env(env)

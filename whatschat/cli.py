@@ -26,14 +26,10 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    import orjson
-
     from whatschat import tokens
 
-    pair = tokens.generate_key_pair(args.key_id)
-    print(f"TOKEN_SIGNING_KEY_ID={pair.key_id}")
-    print(f"TOKEN_SIGNING_KEY={pair.private_pem!r}")
-    print(f"TOKEN_VERIFY_KEYS={orjson.dumps({pair.key_id: pair.public_pem}).decode()!r}")
+    for name, value in tokens.generate_key_pair(args.key_id).settings().items():
+        print(f"{name}={value!r}")
     return 0
 
 

@@ -43,11 +43,7 @@ def _keys(folder: Path) -> dict[str, str]:
         )
         stored.chmod(0o600)
     data = json.loads(stored.read_text())
-    return {
-        "TOKEN_SIGNING_KEY_ID": data["kid"],
-        "TOKEN_SIGNING_KEY": data["private"],
-        "TOKEN_VERIFY_KEYS": json.dumps({data["kid"]: data["public"]}),
-    }
+    return tokens.KeyPair(data["kid"], data["private"], data["public"]).settings()
 
 
 class LocalStack:

@@ -46,6 +46,15 @@ class KeyPair:
     private_pem: str
     public_pem: str
 
+    def settings(self) -> dict[str, str]:
+        """The settings that sign with this key and accept it (TOKEN_SIGNING_KEY_ID,
+        TOKEN_SIGNING_KEY, TOKEN_VERIFY_KEYS), as environment values."""
+        return {
+            "TOKEN_SIGNING_KEY_ID": self.key_id,
+            "TOKEN_SIGNING_KEY": self.private_pem,
+            "TOKEN_VERIFY_KEYS": orjson.dumps({self.key_id: self.public_pem}).decode(),
+        }
+
 
 def generate_key_pair(key_id: str | None = None) -> KeyPair:
     """A new Ed25519 key pair (``whatschat keys`` and the local stack use it)."""
