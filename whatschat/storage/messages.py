@@ -365,7 +365,7 @@ def fetch_at_txn(conn: Connection, positions: Sequence[tuple[int, int]]) -> list
             SELECT * FROM unnest(%s::bigint[], %s::bigint[])
         )
         """,  # noqa: S608 - only our constant column list is formatted in
-        ([cid for cid, _ in positions], [seq for _, seq in positions]),
+        _columns(positions),
     ).fetchall()
     return rows
 
@@ -390,12 +390,7 @@ def fetch_after_many_txn(
         LEFT JOIN attachments a ON a.id = m.attachment_id
         ORDER BY m.conversation_id, m.seq
         """,  # noqa: S608 - only our constant column list is formatted in
-        (
-            [w[0] for w in windows],
-            [w[1] for w in windows],
-            [w[2] for w in windows],
-            limit,
-        ),
+        (*_columns(windows), limit),
     ).fetchall()
     return rows
 
@@ -423,12 +418,11 @@ def fetch_edited_many_txn(
         LEFT JOIN attachments a ON a.id = m.attachment_id
         ORDER BY m.conversation_id, m.edit_seq
         """,  # noqa: S608 - only our constant column list is formatted in
-        (
-            [w[0] for w in windows],
-            [w[1] for w in windows],
-            [w[2] for w in windows],
-            [w[3] for w in windows],
-            limit,
-        ),
+        (*_columns(windows), limit),
     ).fetchall()
     return rows
+
+
+def _columns(rows: Sequence[tuple[int, ...]]) -> list[list[int]]:
+    """Tuples as one list per position: array parameters for ``unnest``."""
+    return [list(column) for column in zip(*rows, strict=True)]
