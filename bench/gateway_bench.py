@@ -367,11 +367,29 @@ class System:
 
     name = ""
     pid = 0
+    port = 0
+    process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None: ...
-    def stop(self) -> None: ...
     def publish(self, plan: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _launch(self, command: list[str], env: dict[str, str], cwd: Path, **popen: Any) -> None:
+        """Start the server process and wait until it listens on ``port``, then a second."""
+        from whatschat import embedded
+
+        self.process = subprocess.Popen(command, env=env, cwd=cwd, **popen)
+        embedded.wait_for_port(self.port, 30, self.process)
+        self.pid = self.process.pid
+        time.sleep(1.0)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
 
 
 class Bench:
@@ -513,31 +531,15 @@ class Ours(System):
         self.bench = bench
         self.port = embedded.free_port()
         self.http_port = embedded.free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        from whatschat import embedded
-
         env = {
             **self.bench.env,
             "GATEWAY_PORT": str(self.port),
             "GATEWAY_HTTP_PORT": str(self.http_port),
             "GATEWAY_DRAIN_SECONDS": "2",
         }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "whatschat.cli", "gateway"], env=env, cwd=ROOT
-        )
-        embedded.wait_for_port(self.port, 30, self.process)
-        self.pid = self.process.pid
-        time.sleep(1.0)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        self._launch([sys.executable, "-m", "whatschat.cli", "gateway"], env, ROOT)
 
     def publish(self, plan: dict[str, Any]) -> dict[str, Any]:
         path = self.bench.tmp / "plan.json"
@@ -559,26 +561,10 @@ class SocketIO(System):
 
         self.bench = bench
         self.port = embedded.free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        from whatschat import embedded
-
         env = {**os.environ, "PORT": str(self.port), "REDIS_URL": self.bench.redis.url}
-        self.process = subprocess.Popen(
-            ["node", "server.js"], env=env, cwd=SOCKETIO_DIR, stdout=subprocess.DEVNULL
-        )
-        embedded.wait_for_port(self.port, 30, self.process)
-        self.pid = self.process.pid
-        time.sleep(1.0)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        self._launch(["node", "server.js"], env, SOCKETIO_DIR, stdout=subprocess.DEVNULL)
 
     def publish(self, plan: dict[str, Any]) -> dict[str, Any]:
         rooms = [
