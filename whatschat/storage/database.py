@@ -51,6 +51,9 @@ _pools_lock = threading.Lock()
 
 
 def _pool(url: str) -> ConnectionPool[Connection]:
+    pool = _pools.get(url)
+    if pool is not None:
+        return pool  # every request passes here: no lock once it exists
     with _pools_lock:
         pool = _pools.get(url)
         if pool is None:

@@ -26,31 +26,37 @@ class RedisUnavailable(DependencyUnavailable):
     dependency = "Redis"
 
 
-_client: redis.Redis | None = None
-_client_url = ""
+# (URL, client): replaced whole, so a reader never pairs one URL with another's client.
+_current: tuple[str, redis.Redis] | None = None
 _lock = threading.Lock()
 
 
 def client() -> redis.Redis:
     """The process's Redis client (a connection pool inside)."""
-    global _client, _client_url
-    settings = get_settings()
+    global _current
+    url = get_settings().redis_url
+    current = _current
+    if current is not None and current[0] == url:
+        return current[1]  # every command passes here: no lock once it exists
     with _lock:
-        if _client is None or _client_url != settings.redis_url:
-            if _client is not None:
-                _client.close()
-            _client = redis.Redis.from_url(
-                settings.redis_url,
-                # One immediate retry (a pooled connection broken by a Redis
-                # restart), no backoff: callers fall back (outbox, local
-                # counters) rather than wait on a hung Redis.
-                retry=Retry(NoBackoff(), 1),
-                socket_timeout=settings.redis_timeout_seconds,
-                socket_connect_timeout=settings.redis_timeout_seconds,
-                health_check_interval=30,
+        if _current is None or _current[0] != url:
+            if _current is not None:
+                _current[1].close()
+            settings = get_settings()
+            _current = (
+                url,
+                redis.Redis.from_url(
+                    url,
+                    # One immediate retry (a pooled connection broken by a
+                    # Redis restart), no backoff: callers fall back (outbox,
+                    # local counters) rather than wait on a hung Redis.
+                    retry=Retry(NoBackoff(), 1),
+                    socket_timeout=settings.redis_timeout_seconds,
+                    socket_connect_timeout=settings.redis_timeout_seconds,
+                    health_check_interval=30,
+                ),
             )
-            _client_url = settings.redis_url
-        return _client
+        return _current[1]
 
 
 def publish(channel: str, payload: bytes) -> int:
