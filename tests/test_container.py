@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Stack
 from whatschat.embedded import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +149,34 @@ def test_the_entrypoint_execs_the_function_server_which_stops_on_sigterm() -> No
         if process.poll() is None:
             process.kill()
             process.wait(5)
+
+
+def test_login_answers_an_unknown_user_right_after_the_server_starts(stack: Stack) -> None:
+    # login starts hashing its dummy password in a thread at load; the
+    # server forks its worker after loading, possibly while that thread holds
+    # its lock. The worker must still answer (it used to wait forever).
+    port = free_port()
+    process = _run_entrypoint("login", port, subprocess.DEVNULL)
+    try:
+        wait_for_port(port, 60, process)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/auth/login",
+            data=b'{"username": "nobody_here", "password": "not-a-real-password"}',
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=20)
+        with answer.value as response:
+            assert response.code == 401
+            assert response.headers["Content-Type"] == "application/problem+json"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(20) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
 
 
 @pytest.mark.parametrize(("target", "code"), [("../../etc/passwd", 64), ("no_such_function", 66)])

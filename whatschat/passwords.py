@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import unicodedata
 from functools import lru_cache
@@ -100,6 +101,9 @@ def needs_rehash(stored_hash: str) -> bool:
         return False
 
 
+_warming: list[PasswordHasher] = []  # the hashers warm_up() was asked for, in this process
+
+
 def warm_up() -> None:
     """Start computing the dummy hash at function load, in the background.
 
@@ -108,4 +112,24 @@ def warm_up() -> None:
     waits for the same computation instead of starting a second one.
     """
     ph = hasher()
+    _warming.append(ph)
+    _start_warm_up(ph)
+
+
+def _start_warm_up(ph: PasswordHasher) -> None:
     threading.Thread(target=_dummy_hash, args=(ph,), name="argon2-warm-up", daemon=True).start()
+
+
+def _after_fork_in_child() -> None:
+    """A server that loads the function and then forks its worker (both
+    functions-framework's gunicorn does) may fork while the warm-up
+    thread holds the lock. The child has the lock but not the thread: every
+    login for an unknown user would wait forever. Give the child a fresh lock
+    and its own warm-up (a cache hit when the parent had finished)."""
+    global _dummy_lock
+    _dummy_lock = threading.Lock()
+    for ph in _warming:
+        _start_warm_up(ph)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
