@@ -1,7 +1,7 @@
 """Login throughput and latency through the HTTP function, and token verification cost.
 
 Starts its own embedded PostgreSQL and Redis, serves the functions with
-``whatschat serve-api`` (gunicorn, one process, threads) on a free port, and
+``whatschat serve-api`` (the function server, one process, threads) on a free port, and
 measures with the configured argon2 parameters (production defaults unless
 ARGON2_* are set):
 

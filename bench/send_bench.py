@@ -1,10 +1,9 @@
 """Send throughput and latency through the HTTP send function, next to the floor.
 
 Starts its own embedded PostgreSQL and Redis, serves every function with
-``whatschat serve-api`` (gunicorn, ``--workers`` processes x ``--threads``
-threads; default: send's deployed configuration in knative/scaling.yaml) on a
-free port, then
-runs two phases with the same number of concurrent clients:
+``whatschat serve-api`` (the function server of every container, granian:
+``--workers`` processes x ``--threads`` threads; default: send's deployed
+configuration in knative/scaling.yaml) on a free port, then runs two phases with the same number of concurrent clients:
 
 - **function**: ``POST /v1/messages`` over keep-alive HTTP (token check,
   validation, rate limit, the send transaction, PUBLISH, outbox marked);
@@ -40,6 +39,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -233,6 +233,40 @@ def _floor_sender(
     return make
 
 
+def machine_line() -> str:
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python"
+        f" {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+def seed(db: psycopg.Connection[Any], groups: dict[str, int]) -> tuple[int, dict[str, list[int]]]:
+    """Two users (bench_a sends) and, per group name, that many direct
+    conversations of theirs; bench_a's id and each group's conversation ids."""
+    ids = [
+        db.execute(
+            "INSERT INTO users (username, display_name, password_hash)"
+            " VALUES (%s, %s, 'x') RETURNING id",
+            (name, name),
+        ).fetchone()[0]  # type: ignore[index]
+        for name in ("bench_a", "bench_b")
+    ]
+    created: dict[str, list[int]] = {}
+    for group, count in groups.items():
+        created[group] = []
+        for n in range(count):
+            (cid,) = db.execute(  # type: ignore[misc]
+                "INSERT INTO conversations (kind, direct_key) VALUES ('direct', %s) RETURNING id",
+                (f"{ids[0]}:{ids[1]}:{group}:{n}",),
+            ).fetchone()
+            for user in ids:
+                db.execute(
+                    "INSERT INTO members (conversation_id, user_id) VALUES (%s, %s)", (cid, user)
+                )
+            created[group].append(cid)
+    return ids[0], created
+
+
 def _line(name: str, latencies: list[float], wall: float) -> float:
     rate = len(latencies) / wall
     print(
@@ -263,10 +297,7 @@ def main() -> int:
     args = parser.parse_args()
     per_client = args.messages // args.clients
 
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python"
-        f" {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
+    print(machine_line())
     with tempfile.TemporaryDirectory(prefix="send-bench-") as tmp:
         postgres = embedded.EmbeddedPostgres(Path(tmp) / "postgres")
         redis_server = embedded.EmbeddedRedis(Path(tmp) / "redis")
@@ -290,36 +321,21 @@ def main() -> int:
             get_settings.cache_clear()
 
             with psycopg.connect(postgres.url, autocommit=True) as db:
-                ids = [
-                    db.execute(
-                        "INSERT INTO users (username, display_name, password_hash)"
-                        " VALUES (%s, %s, 'x') RETURNING id",
-                        (name, name),
-                    ).fetchone()[0]  # type: ignore[index]
-                    for name in ("bench_a", "bench_b")
-                ]
                 # Per layout and phase, its own conversations: "spread" has
                 # one per sender, "hot" a single one.
-                layouts: dict[str, dict[str, list[int]]] = {}
-                for layout, count in (("spread", args.clients), ("hot", 1)):
-                    layouts[layout] = {}
-                    for phase in ("function", "floor"):
-                        created = []
-                        for n in range(count):
-                            (cid,) = db.execute(  # type: ignore[misc]
-                                "INSERT INTO conversations (kind, direct_key) VALUES ('direct', %s)"
-                                " RETURNING id",
-                                (f"{ids[0]}:{ids[1]}:{layout}:{phase}:{n}",),
-                            ).fetchone()
-                            for user in ids:
-                                db.execute(
-                                    "INSERT INTO members (conversation_id, user_id)"
-                                    " VALUES (%s, %s)",
-                                    (cid, user),
-                                )
-                            created.append(cid)
-                        layouts[layout][phase] = created
-            token, _ = tokens.issue_access_token(ids[0], "bench_a")
+                user_id, created = seed(
+                    db,
+                    {
+                        f"{layout}:{phase}": count
+                        for layout, count in (("spread", args.clients), ("hot", 1))
+                        for phase in ("function", "floor")
+                    },
+                )
+            layouts = {
+                layout: {phase: created[f"{layout}:{phase}"] for phase in ("function", "floor")}
+                for layout in ("spread", "hot")
+            }
+            token, _ = tokens.issue_access_token(user_id, "bench_a")
 
             port = embedded.free_port()
             server = subprocess.Popen(
@@ -334,7 +350,7 @@ def main() -> int:
                 return _run(args.clients, count, _http_sender(port, token, where, tag))
 
             def floor_phase(where: list[int], count: int, tag: str) -> tuple[list[float], float]:
-                sender = _floor_sender(postgres.url, redis_server.url, ids[0], where, f"f{tag}")
+                sender = _floor_sender(postgres.url, redis_server.url, user_id, where, f"f{tag}")
                 return _run(args.clients, count, sender)
 
             # Warm up both paths (function loading, pools, prepared statements).

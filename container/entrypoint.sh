@@ -3,9 +3,10 @@
 # so the server replaces this shell as PID 1 and receives SIGTERM from the
 # kubelet directly (graceful drain). See docs/deployment.md.
 #
-#   function  the function target $FUNCTION_TARGET (functions/<target>.py)
-#             with functions-framework's gunicorn, WORKERS processes of
-#             THREADS threads (set explicitly; see the Containerfile)
+#   function  the function target $FUNCTION_TARGET (functions/<target>.py),
+#             its functions-framework app served by `whatschat serve-function`
+#             (granian), WORKERS processes of THREADS threads (set
+#             explicitly; see the Containerfile)
 #   gateway   the WebSocket gateway (`whatschat gateway`)
 #   migrate   apply pending database migrations (`whatschat migrate`)
 #   anything else is run as given (debugging: `sh`, `python`)
@@ -39,10 +40,10 @@ case "$command" in
             echo "whatschat-entrypoint: no function module $source_file" >&2
             exit 66
         fi
-        : "${WORKERS:?set WORKERS (gunicorn worker processes)}"
-        : "${THREADS:?set THREADS (gunicorn threads per worker)}"
+        : "${WORKERS:?set WORKERS (server processes)}"
+        : "${THREADS:?set THREADS (server threads per process)}"
         export WORKERS THREADS
-        exec functions-framework \
+        exec whatschat serve-function \
             --target="$target" \
             --source="$source_file" \
             --signature-type="${FUNCTION_SIGNATURE_TYPE:-http}" \

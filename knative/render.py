@@ -85,7 +85,7 @@ class Scaling:
 
     @property
     def container_concurrency(self) -> int:
-        """Requests one pod serves at once: gunicorn's workers x threads."""
+        """Requests one pod serves at once: the server's workers x threads."""
         return self.workers * self.threads
 
 
@@ -190,9 +190,10 @@ def knative_service(route: FunctionRoute, scaling: Scaling) -> dict[str, Any]:
     }
     # TCP probes: a function answers 2xx only on its own paths, and liveness
     # must not depend on PostgreSQL/Redis/S3 (an outage would restart every
-    # pod). gunicorn binds only after the module is imported, so an open port
-    # means the function is loaded. Omitting periodSeconds on readiness keeps
-    # the queue-proxy's fast startup probing (shorter cold starts).
+    # pod). The function server binds only after the module is imported, so
+    # an open port means the function is loaded. Omitting periodSeconds on
+    # readiness keeps the queue-proxy's fast startup probing (shorter cold
+    # starts).
     container = {
         "name": "function",
         "image": IMAGE,

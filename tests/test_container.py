@@ -135,7 +135,7 @@ def test_the_entrypoint_execs_the_function_server_which_stops_on_sigterm() -> No
         wait_for_port(port, 60, process)
         # Same PID, now the server itself: no shell left to swallow SIGTERM.
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
-        assert any(b"functions-framework" in part for part in cmdline), cmdline
+        assert b"serve-function" in cmdline, cmdline
         with pytest.raises(urllib.error.HTTPError) as answer:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/no-such-path", timeout=10)
         with answer.value as response:

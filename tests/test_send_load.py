@@ -28,7 +28,7 @@ PER_THREAD = 200
 
 @pytest.fixture
 def api_server(stack: Stack) -> Iterator[int]:
-    """``whatschat serve-api`` (gunicorn, every function) on a free port."""
+    """``whatschat serve-api`` (the function server, every function) on a free port."""
     port = embedded.free_port()
     env = {**os.environ, "SEND_RATE_LIMIT": "1000000", "DATABASE_POOL_MAX_SIZE": "8"}
     process = subprocess.Popen(

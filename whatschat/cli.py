@@ -1,4 +1,5 @@
-"""The ``whatschat`` command: migrate, keys, dev (the local stack), gateway, serve-api, openapi.
+"""The ``whatschat`` command: migrate, keys, dev (the local stack), gateway,
+serve-function (a function container's server), serve-api, openapi.
 
 This is the composition root: the only place in the shared package that
 reaches into ``functions/`` and ``gateway/`` (lazily, per subcommand).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from whatschat.config import get_settings
@@ -43,6 +45,29 @@ def _serve_api(args: argparse.Namespace) -> int:
     from whatschat import local_stack
 
     return local_stack.serve_api(args.host, args.port, threads=args.threads, workers=args.workers)
+
+
+def _serve_function(args: argparse.Namespace) -> int:
+    from whatschat import http_server
+
+    if args.workers is None or args.threads is None:
+        print("whatschat serve-function: set WORKERS and THREADS (or pass them)", file=sys.stderr)
+        return 2
+    app = http_server.function_app(args.target, args.source, args.signature_type)
+    http_server.serve(
+        app,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        log_level=get_settings().log_level,
+    )
+    return 0
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else None
 
 
 def _setup_bucket(args: argparse.Namespace) -> int:
@@ -95,11 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--ready-file", default="", help="write the stack's addresses here when up")
     dev.set_defaults(run=_dev)
 
+    function = commands.add_parser(
+        "serve-function", help="serve one function target (what a function container runs)"
+    )
+    function.add_argument("--target", required=True, help="the function's name in its module")
+    function.add_argument("--source", required=True, help="the function's module file")
+    function.add_argument("--signature-type", default="http", choices=("http", "cloudevent"))
+    function.add_argument("--host", default="0.0.0.0")
+    function.add_argument("--port", type=int, default=_env_int("PORT") or 8080)
+    function.add_argument("--workers", type=int, default=_env_int("WORKERS"), help="processes")
+    function.add_argument("--threads", type=int, default=_env_int("THREADS"), help="per process")
+    function.set_defaults(run=_serve_function)
+
     serve = commands.add_parser("serve-api", help="serve every function on one port")
     serve.add_argument("--host", default=get_settings().api_host)
     serve.add_argument("--port", type=int, default=get_settings().api_port)
     serve.add_argument("--threads", type=int, default=16)
-    serve.add_argument("--workers", type=int, default=1, help="gunicorn processes")
+    serve.add_argument("--workers", type=int, default=1, help="processes")
     serve.set_defaults(run=_serve_api)
 
     bucket = commands.add_parser(

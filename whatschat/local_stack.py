@@ -233,10 +233,10 @@ def run(ready_file: str = "") -> int:
 
 
 def serve_api(host: str, port: int, threads: int = 16, workers: int = 1) -> int:
-    """Serve every function on one port with gunicorn (processes x threads)."""
-    from gunicorn.app.base import BaseApplication
-
+    """Serve every function on one port (processes x threads), with the server
+    a function container runs (whatschat.http_server)."""
     from functions.local_ingress import LocalIngress, static_files
+    from whatschat import http_server
 
     extra: dict[str, Any] = {}
     docs = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
@@ -245,19 +245,12 @@ def serve_api(host: str, port: int, threads: int = 16, workers: int = 1) -> int:
         extra["/openapi.json"] = static_files(docs.parent, "/")
     if web.exists():
         extra["/app/"] = static_files(web, "/app/")
-    ingress = LocalIngress(extra)
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            self.cfg.set("bind", f"{host}:{port}")
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("graceful_timeout", 5)
-            self.cfg.set("accesslog", None)
-
-        def load(self) -> LocalIngress:
-            return ingress
-
-    Server().run()
+    http_server.serve(
+        LocalIngress(extra),
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        log_level=get_settings().log_level,
+    )
     return 0

@@ -122,7 +122,7 @@ def _start_warm_up(ph: PasswordHasher) -> None:
 
 def _after_fork_in_child() -> None:
     """A server that loads the function and then forks its worker (both
-    functions-framework's gunicorn does) may fork while the warm-up
+    ours, whatschat.http_server, and functions-framework's gunicorn do) may fork while the warm-up
     thread holds the lock. The child has the lock but not the thread: every
     login for an unknown user would wait forever. Give the child a fresh lock
     and its own warm-up (a cache hit when the parent had finished)."""

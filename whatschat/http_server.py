@@ -1,0 +1,81 @@
+"""The HTTP server of every function: granian serving the functions-framework app.
+
+A function container runs ``whatschat serve-function`` (container/entrypoint.sh).
+functions-framework builds the function's WSGI app exactly as its own CLI
+would (``create_app``: the target, its source file, its signature type);
+granian serves it. granian parses HTTP/1.1 in Rust, on its own threads, and
+calls the app on ``threads`` Python threads in each of ``workers`` processes.
+functions-framework's CLI serves with gunicorn's threaded worker instead,
+whose pure-Python HTTP handling and thread hand-offs cost about 0.3 ms of CPU
+per request: a third of a send (docs/operations.md, "The function server").
+``whatschat serve-api`` (every function on one port, for ``make dev`` and the
+benchmarks) runs the same server.
+
+The app is loaded before the port is bound, so an open port means the
+function is loaded (the TCP readiness probe relies on it) and an import error
+exits before anything listens. The workers are then forked with the app in
+them; the fork start method is set explicitly, so it does not depend on the
+Python version's default.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable
+from typing import Any
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# The app a forked worker serves (set by serve() before the fork).
+_app: WSGIApp | None = None
+
+
+def function_app(target: str, source: str, signature_type: str = "http") -> WSGIApp:
+    """One function's app, built by functions-framework as its CLI builds it."""
+    import functions_framework
+
+    app: WSGIApp = functions_framework.create_app(  # type: ignore[no-untyped-call]
+        target=target, source=source, signature_type=signature_type
+    )
+    return app
+
+
+def _loaded_app() -> WSGIApp:
+    """granian's factory, called in each worker: the app serve() loaded."""
+    if _app is None:  # pragma: no cover - serve() sets it before forking
+        raise RuntimeError("no app loaded: start the server with whatschat.http_server.serve")
+    return _app
+
+
+def serve(
+    app: WSGIApp,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    log_level: str = "info",
+) -> None:
+    """Serve ``app`` on ``host:port`` with ``workers`` processes x ``threads``
+    threads until SIGTERM or SIGINT (in-flight requests finish first)."""
+    global _app
+    from granian.constants import HTTPModes, Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    if workers < 1 or threads < 1:
+        raise ValueError("workers and threads must be at least 1")
+    _app = app
+    multiprocessing.set_start_method("fork", force=True)
+    server = Server(
+        f"{__name__}:{_loaded_app.__name__}",
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        http=HTTPModes.http1,  # Knative's queue-proxy speaks HTTP/1.1 to the container
+        workers=workers,
+        blocking_threads=threads,
+        factory=True,
+        log_level=LogLevels(log_level.lower()),
+    )
+    server.serve()
