@@ -72,7 +72,10 @@ def _pool(url: str) -> ConnectionPool[Connection]:
                 # trusted (a request on a broken one gets 503 and the pool
                 # discards it).
                 check=_check_if_idle,
-                reset=_remember_return,
+                # No reset callback: with one, the pool hands every returned
+                # connection to its worker thread (a thread wake-up and GIL
+                # hand-off per request). The return time is noted by
+                # _connection instead.
                 open=True,
                 name=url.rsplit("@", 1)[-1],
             )
@@ -84,7 +87,10 @@ def _pool(url: str) -> ConnectionPool[Connection]:
 def _connection(url: str) -> Iterator[Connection]:
     try:
         with _pool(url).connection() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                _remember_return(conn)
     except PoolTimeout as exc:
         raise DatabaseUnavailable(str(exc)) from exc
     except psycopg.OperationalError as exc:
