@@ -3,7 +3,8 @@
 Starts its own embedded PostgreSQL and Redis, serves every function with
 ``whatschat serve-api`` (the function server of every container, granian:
 ``--workers`` processes x ``--threads`` threads; default: send's deployed
-configuration in knative/scaling.yaml) on a free port, then runs two phases with the same number of concurrent clients:
+configuration in knative/scaling.yaml) on a free port, then runs two phases
+with the same number of concurrent clients:
 
 - **function**: ``POST /v1/messages`` over keep-alive HTTP (token check,
   validation, rate limit, the send transaction, PUBLISH, outbox marked);

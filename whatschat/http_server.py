@@ -73,6 +73,7 @@ def serve(
         port=port,
         interface=Interfaces.WSGI,
         http=HTTPModes.http1,  # Knative's queue-proxy speaks HTTP/1.1 to the container
+        websockets=False,  # WSGI has none (granian would log that it ignores them)
         workers=workers,
         blocking_threads=threads,
         factory=True,

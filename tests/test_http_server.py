@@ -1,0 +1,128 @@
+"""The function server (``whatschat serve-function``), run for real as a container runs it.
+
+What the deployment relies on (docs/deployment.md, docs/operations.md "The
+function server"): SIGTERM lets in-flight requests finish; the port opens
+only once the function is loaded, and a function that fails to load exits
+without ever listening; a crashed worker takes the server down (so the
+kubelet restarts the container); WORKERS and THREADS are required.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from whatschat.embedded import free_port, wait_for_port
+
+BIN = Path(sys.executable).parent
+
+SLOW_FUNCTION = """import time
+
+import functions_framework
+
+
+@functions_framework.http
+def slow(request):
+    time.sleep(float(request.args.get("seconds", "0")))
+    return "done"
+"""
+
+
+def _serve(
+    source: Path, port: int, target: str = "slow", stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(BIN / "whatschat"), "serve-function", f"--target={target}",
+         f"--source={source}", f"--port={port}"],
+        env={**os.environ, "WORKERS": "1", "THREADS": "2", "LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+    )  # fmt: skip
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+@pytest.fixture
+def slow_source(tmp_path: Path) -> Path:
+    path = tmp_path / "slow.py"
+    path.write_text(SLOW_FUNCTION)
+    return path
+
+
+def test_sigterm_lets_an_in_flight_request_finish(slow_source: Path) -> None:
+    port = free_port()
+    process = _serve(slow_source, port)
+    try:
+        wait_for_port(port, 60, process)
+        answers: list[tuple[int, bytes]] = []
+
+        def call() -> None:
+            url = f"http://127.0.0.1:{port}/?seconds=1.5"
+            with urllib.request.urlopen(url, timeout=20) as response:
+                answers.append((response.status, response.read()))
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.5)  # the request is in the function now
+        process.send_signal(signal.SIGTERM)
+        caller.join(20)
+        assert answers == [(200, b"done")]
+        assert process.wait(20) == 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        _stop(process)
+
+
+def test_a_function_that_fails_to_load_exits_without_listening(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('no settings')\n")
+    port = free_port()
+    process = _serve(broken, port, target="broken", stderr=subprocess.PIPE)
+    try:
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode != 0
+        assert b"no settings" in stderr
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        _stop(process)
+
+
+def test_a_crashed_worker_stops_the_server(slow_source: Path) -> None:
+    port = free_port()
+    process = _serve(slow_source, port)
+    try:
+        wait_for_port(port, 60, process)
+        workers = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(workers) == 1, workers
+        os.kill(int(workers[0]), signal.SIGKILL)
+        assert process.wait(20) != 0  # the kubelet restarts the container
+    finally:
+        _stop(process)
+
+
+def test_workers_and_threads_are_required(slow_source: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORKERS", "THREADS")}
+    result = subprocess.run(
+        [str(BIN / "whatschat"), "serve-function", "--target=slow",
+         f"--source={slow_source}", f"--port={free_port()}"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert b"WORKERS and THREADS" in result.stderr
