@@ -38,13 +38,18 @@ def slow(request):
 
 
 def _serve(
-    source: Path, port: int, target: str = "slow", stderr: int = subprocess.DEVNULL
+    source: Path,
+    port: int,
+    target: str = "slow",
+    stderr: int = subprocess.DEVNULL,
+    stdout: int = subprocess.DEVNULL,
+    threads: int = 2,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [str(BIN / "whatschat"), "serve-function", f"--target={target}",
          f"--source={source}", f"--port={port}"],
-        env={**os.environ, "WORKERS": "1", "THREADS": "2", "LOG_LEVEL": "WARNING"},
-        stdout=subprocess.DEVNULL,
+        env={**os.environ, "WORKERS": "1", "THREADS": str(threads), "LOG_LEVEL": "INFO"},
+        stdout=stdout,
         stderr=stderr,
     )  # fmt: skip
 
@@ -126,3 +131,21 @@ def test_workers_and_threads_are_required(slow_source: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert b"WORKERS and THREADS" in result.stderr
+
+
+def test_many_threads_are_served_without_granians_thread_advice(slow_source: Path) -> None:
+    # THREADS is chosen per function (knative/scaling.yaml); granian's advice
+    # against more threads than CPUs would only be noise in every log.
+    port = free_port()
+    threads = (os.cpu_count() or 1) * 4 + 2
+    process = _serve(slow_source, port, stdout=subprocess.PIPE, threads=threads)
+    try:
+        wait_for_port(port, 60, process)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert response.read() == b"done"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+        assert b"Listening at" in output  # granian's log is captured here
+        assert b"Configuration allows spawning" not in output
+    finally:
+        _stop(process)

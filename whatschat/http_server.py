@@ -20,6 +20,7 @@ Python version's default.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -79,4 +80,13 @@ def serve(
         factory=True,
         log_level=LogLevels(log_level.lower()),
     )
+    # granian advises against more threads than twice the CPU count; ours
+    # are chosen per function (knative/scaling.yaml, where Knative's
+    # containerConcurrency matches them), so the advice is only noise in
+    # every pod's and `make dev`'s log.
+    logging.getLogger("_granian").addFilter(_drop_thread_advice)
     server.serve()
+
+
+def _drop_thread_advice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Configuration allows spawning up to")
