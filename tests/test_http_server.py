@@ -9,6 +9,7 @@ kubelet restarts the container); WORKERS and THREADS are required.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -24,6 +25,21 @@ import pytest
 from whatschat.embedded import free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
+
+ENVIRON_FUNCTION = """import json
+import os
+
+import functions_framework
+
+
+@functions_framework.http
+def environ(request):
+    return json.dumps({
+        "environ": sorted(k for k in request.environ if k.isupper()),
+        "headers": dict(request.headers),
+        "setting": os.environ.get("WHATSCHAT_TEST_SECRET"),
+    })
+"""
 
 SLOW_FUNCTION = """import time
 
@@ -44,11 +60,18 @@ def _serve(
     stderr: int = subprocess.DEVNULL,
     stdout: int = subprocess.DEVNULL,
     threads: int = 2,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [str(BIN / "whatschat"), "serve-function", f"--target={target}",
          f"--source={source}", f"--port={port}"],
-        env={**os.environ, "WORKERS": "1", "THREADS": str(threads), "LOG_LEVEL": "INFO"},
+        env={
+            **os.environ,
+            "WORKERS": "1",
+            "THREADS": str(threads),
+            "LOG_LEVEL": "INFO",
+            **(env or {}),
+        },
         stdout=stdout,
         stderr=stderr,
     )  # fmt: skip
@@ -147,5 +170,34 @@ def test_many_threads_are_served_without_granians_thread_advice(slow_source: Pat
         output, _ = process.communicate(timeout=20)
         assert b"Listening at" in output  # granian's log is captured here
         assert b"Configuration allows spawning" not in output
+    finally:
+        _stop(process)
+
+
+def test_a_request_carries_only_itself_not_the_process_environment(tmp_path: Path) -> None:
+    # granian copies the process environment into every WSGI environ: settings
+    # and secrets would ride along, and a variable named like a header would
+    # look like one the client sent.
+    source = tmp_path / "environ.py"
+    source.write_text(ENVIRON_FUNCTION)
+    port = free_port()
+    env = {"WHATSCHAT_TEST_SECRET": "s3cr3t", "HTTP_X_INJECTED": "from-the-pod"}
+    process = _serve(source, port, target="environ", env=env)
+    try:
+        wait_for_port(port, 60, process)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/?q=1", headers={"X-Sent": "by-the-client"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            seen = json.loads(response.read())
+        assert seen["setting"] == "s3cr3t"  # the function still has its settings
+        assert "WHATSCHAT_TEST_SECRET" not in seen["environ"]
+        assert "PATH" not in seen["environ"]
+        assert "HTTP_X_INJECTED" not in seen["environ"]
+        assert "X-Injected" not in seen["headers"]
+        assert seen["headers"]["X-Sent"] == "by-the-client"
+        assert {"REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REMOTE_ADDR"} <= set(
+            seen["environ"]
+        )
     finally:
         _stop(process)

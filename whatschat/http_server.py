@@ -11,6 +11,13 @@ per request: a third of a send (docs/operations.md, "The function server").
 ``whatschat serve-api`` (every function on one port, for ``make dev`` and the
 benchmarks) runs the same server.
 
+granian starts each request's WSGI environ from a copy of the process
+environment (CGI style): every setting and secret, and any variable named
+like a header (``HTTP_*``), would look like part of the request to the
+function (and to anything that records a request's environ).
+:func:`_request_only` takes them out again, so a request carries only
+itself.
+
 The app is loaded before the port is bound, so an open port means the
 function is loaded (the TCP readiness probe relies on it) and an import error
 exits before anything listens. The workers are then forked with the app in
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -39,6 +47,33 @@ def function_app(target: str, source: str, signature_type: str = "http") -> WSGI
         target=target, source=source, signature_type=signature_type
     )
     return app
+
+
+# WSGI keys granian always fills from the request itself (or with its own
+# values), so the process environment never shows through them.
+_FROM_SERVER = frozenset(
+    {
+        "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
+        "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "GATEWAY_INTERFACE", "SERVER_SOFTWARE",
+    }
+)  # fmt: skip
+
+
+def _request_only(app: WSGIApp) -> WSGIApp:
+    """``app`` called with the process environment's variables removed from
+    each request's environ. A variable is removed when the environ still holds
+    its value: a request header of the same name with another value stays."""
+    inherited = tuple((k, v) for k, v in os.environ.items() if k not in _FROM_SERVER)
+
+    def serve_request(
+        environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        for key, value in inherited:
+            if environ.get(key) == value:
+                del environ[key]
+        return app(environ, start_response)
+
+    return serve_request
 
 
 def _loaded_app() -> WSGIApp:
@@ -66,7 +101,7 @@ def serve(
 
     if workers < 1 or threads < 1:
         raise ValueError("workers and threads must be at least 1")
-    _app = app
+    _app = _request_only(app)
     multiprocessing.set_start_method("fork", force=True)
     server = Server(
         f"{__name__}:{_loaded_app.__name__}",
