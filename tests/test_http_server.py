@@ -143,8 +143,11 @@ def test_a_crashed_worker_stops_the_server(slow_source: Path) -> None:
         _stop(process)
 
 
-def test_workers_and_threads_are_required(slow_source: Path) -> None:
+@pytest.mark.parametrize("workers", [None, "0", "two"])
+def test_workers_and_threads_are_required(slow_source: Path, workers: str | None) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("WORKERS", "THREADS")}
+    if workers is not None:
+        env.update({"WORKERS": workers, "THREADS": "4"})
     result = subprocess.run(
         [str(BIN / "whatschat"), "serve-function", "--target=slow",
          f"--source={slow_source}", f"--port={free_port()}"],

@@ -50,8 +50,12 @@ def _serve_api(args: argparse.Namespace) -> int:
 def _serve_function(args: argparse.Namespace) -> int:
     from whatschat import http_server
 
-    if args.workers is None or args.threads is None:
-        print("whatschat serve-function: set WORKERS and THREADS (or pass them)", file=sys.stderr)
+    if not (args.workers and args.threads and args.workers > 0 and args.threads > 0):
+        print(
+            "whatschat serve-function: set WORKERS and THREADS (or pass --workers and"
+            " --threads) to whole numbers of at least 1",
+            file=sys.stderr,
+        )
         return 2
     app = http_server.function_app(args.target, args.source, args.signature_type)
     http_server.serve(
