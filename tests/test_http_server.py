@@ -79,8 +79,25 @@ def _serve(
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
-        process.kill()
-        process.wait(10)
+        process.terminate()  # the server stops its worker itself
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _workers(process: subprocess.Popen[bytes]) -> list[int]:
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+    return [int(pid) for pid in children.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 @pytest.fixture
@@ -135,10 +152,28 @@ def test_a_crashed_worker_stops_the_server(slow_source: Path) -> None:
     process = _serve(slow_source, port)
     try:
         wait_for_port(port, 60, process)
-        workers = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        workers = _workers(process)
         assert len(workers) == 1, workers
-        os.kill(int(workers[0]), signal.SIGKILL)
+        os.kill(workers[0], signal.SIGKILL)
         assert process.wait(20) != 0  # the kubelet restarts the container
+    finally:
+        _stop(process)
+
+
+def test_a_killed_server_takes_its_worker_with_it(slow_source: Path) -> None:
+    # SIGKILL leaves the server no chance to stop its worker; the kernel
+    # must, or the worker lives on (holding the function's connections).
+    port = free_port()
+    process = _serve(slow_source, port)
+    try:
+        wait_for_port(port, 60, process)
+        (worker,) = _workers(process)
+        process.kill()
+        process.wait(10)
+        deadline = time.monotonic() + 20
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker)
     finally:
         _stop(process)
 

@@ -27,16 +27,23 @@ Python version's default.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-# The app a forked worker serves (set by serve() before the fork).
+# The app a forked worker serves, and the server process that forked it
+# (set by serve() before the fork; in a container the server is PID 1).
 _app: WSGIApp | None = None
+_server_pid = 0
 
 
 def function_app(target: str, source: str, signature_type: str = "http") -> WSGIApp:
@@ -80,7 +87,30 @@ def _loaded_app() -> WSGIApp:
     """granian's factory, called in each worker: the app serve() loaded."""
     if _app is None:  # pragma: no cover - serve() sets it before forking
         raise RuntimeError("no app loaded: start the server with whatschat.http_server.serve")
+    _die_with_parent()
     return _app
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGTERM this worker when the server process dies.
+
+    A server stopped by SIGTERM stops its workers itself; one killed outright
+    (SIGKILL, a crash) cannot, and its workers would live on holding the
+    function's connections. In a container the runtime kills them all with
+    PID 1; elsewhere (``make dev``, the benchmarks, the tests) this does.
+    Linux only; elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("could not tie the worker to its server: errno %d", ctypes.get_errno())
+        return
+    if os.getppid() != _server_pid:  # the server died before the tie was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def serve(
@@ -94,7 +124,7 @@ def serve(
 ) -> None:
     """Serve ``app`` on ``host:port`` with ``workers`` processes x ``threads``
     threads until SIGTERM or SIGINT (in-flight requests finish first)."""
-    global _app
+    global _app, _server_pid
     from granian.constants import HTTPModes, Interfaces
     from granian.log import LogLevels
     from granian.server import Server
@@ -102,6 +132,7 @@ def serve(
     if workers < 1 or threads < 1:
         raise ValueError("workers and threads must be at least 1")
     _app = _request_only(app)
+    _server_pid = os.getpid()
     multiprocessing.set_start_method("fork", force=True)
     server = Server(
         f"{__name__}:{_loaded_app.__name__}",
