@@ -14,26 +14,22 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 from werkzeug.wrappers import Request, Response
 
 from functions.routes import ROUTES, FunctionRoute, find
+from whatschat import http_server
 from whatschat.api import problem_response
+from whatschat.http_server import WSGIApp
 from whatschat.problems import Problem
 
 FUNCTIONS_DIR = Path(__file__).resolve().parent
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
 
 def function_app(route: FunctionRoute) -> WSGIApp:
-    """The functions-framework app of one target, as its container would build it."""
-    app: WSGIApp = functions_framework.create_app(  # type: ignore[no-untyped-call]
-        target=route.target,
-        source=str(FUNCTIONS_DIR / f"{route.target}.py"),
-        signature_type=route.signature,
+    """The functions-framework app of one target, as its container builds it."""
+    return http_server.function_app(
+        route.target, str(FUNCTIONS_DIR / f"{route.target}.py"), route.signature
     )
-    return app
 
 
 class LocalIngress:

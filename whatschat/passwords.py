@@ -101,7 +101,7 @@ def needs_rehash(stored_hash: str) -> bool:
         return False
 
 
-_warming: list[PasswordHasher] = []  # the hashers warm_up() was asked for, in this process
+_warm_up_asked = False  # warm_up() was called in this process
 
 
 def warm_up() -> None:
@@ -111,9 +111,9 @@ def warm_up() -> None:
     pod is ready sooner; a request for an unknown user that arrives first
     waits for the same computation instead of starting a second one.
     """
-    ph = hasher()
-    _warming.append(ph)
-    _start_warm_up(ph)
+    global _warm_up_asked
+    _warm_up_asked = True
+    _start_warm_up(hasher())
 
 
 def _start_warm_up(ph: PasswordHasher) -> None:
@@ -121,15 +121,16 @@ def _start_warm_up(ph: PasswordHasher) -> None:
 
 
 def _after_fork_in_child() -> None:
-    """A server that loads the function and then forks its worker (both
-    ours, whatschat.http_server, and functions-framework's gunicorn do) may fork while the warm-up
-    thread holds the lock. The child has the lock but not the thread: every
-    login for an unknown user would wait forever. Give the child a fresh lock
-    and its own warm-up (a cache hit when the parent had finished)."""
+    """A server that loads the function and then forks its workers (ours,
+    whatschat.http_server, does; so does functions-framework's gunicorn) may
+    fork while the warm-up thread holds the lock. The child has the lock but
+    not the thread: every login for an unknown user would wait forever. Give
+    the child a fresh lock and its own warm-up (a cache hit when the parent
+    had finished)."""
     global _dummy_lock
     _dummy_lock = threading.Lock()
-    for ph in _warming:
-        _start_warm_up(ph)
+    if _warm_up_asked:
+        _start_warm_up(hasher())
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
