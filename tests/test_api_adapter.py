@@ -192,3 +192,25 @@ def test_authenticated_operations_share_a_per_user_request_limit(
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def test_without_a_redis_url_requests_are_served_as_with_redis_down(
+    client: Any, make_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An unset REDIS_URL is Redis unavailable (the request limit fails open),
+    # not a 500 on every authenticated request.
+    from whatschat.config import get_settings
+    from whatschat.storage import redis_client
+
+    monkeypatch.setenv("REDIS_URL", "")
+    get_settings.cache_clear()
+    try:
+        ann = make_user()
+        response = client.get("/v1/private", headers=ann.auth)
+        assert response.status_code == 200, response.data
+        assert response.get_json() == {"user_id": ann.id}
+        with pytest.raises(redis_client.RedisUnavailable, match="REDIS_URL"):
+            redis_client.ping()
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()

@@ -32,12 +32,18 @@ _lock = threading.Lock()
 
 
 def client() -> redis.Redis:
-    """The process's Redis client (a connection pool inside)."""
+    """The process's Redis client (a connection pool inside); raises
+    ``redis.ConnectionError`` (a RedisError) while REDIS_URL is unset."""
     global _current
     url = get_settings().redis_url
     current = _current
     if current is not None and current[0] == url:
         return current[1]  # every command passes here: no lock once it exists
+    if not url:
+        # Unset is unavailable, with everything that means for the caller
+        # (limits fail open, events wait in the outbox), not a ValueError
+        # (a 500) from every request that touches Redis.
+        raise redis.ConnectionError("REDIS_URL is not set")
     with _lock:
         if _current is None or _current[0] != url:
             if _current is not None:
