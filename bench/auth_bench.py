@@ -19,26 +19,19 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
+
+import shared
 
 from whatschat import embedded, tokens
 from whatschat.config import get_settings
 
 PASSWORD = "correct horse battery"
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 class Api:
@@ -146,40 +139,23 @@ def main() -> int:
     args = parser.parse_args()
 
     settings = get_settings()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python"
-        f" {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
+    print(shared.machine_line())
     print(
         f"argon2id: time_cost={settings.argon2_time_cost},"
         f" memory={settings.argon2_memory_kib} KiB, parallelism={settings.argon2_parallelism}"
     )
 
-    with tempfile.TemporaryDirectory(prefix="auth-bench-") as tmp:
-        postgres = embedded.EmbeddedPostgres(Path(tmp) / "postgres")
-        redis = embedded.EmbeddedRedis(Path(tmp) / "redis")
+    with shared.running(
+        "auth-bench-",
+        # The bench measures cost, not throttling: never refuse.
+        LOGIN_MAX_FAILURES_PER_USERNAME="1000000",
+        LOGIN_MAX_FAILURES_PER_ADDRESS="1000000",
+        REGISTRATIONS_PER_ADDRESS_PER_HOUR="1000000",
+        DATABASE_POOL_MAX_SIZE=str(args.threads),
+        LOG_LEVEL="WARNING",
+    ):
         server: subprocess.Popen[bytes] | None = None
         try:
-            postgres.start()
-            redis.start()
-            from whatschat.storage import migrations
-
-            migrations.apply(postgres.url)
-            pair = tokens.generate_key_pair("bench")
-            env = {
-                "DATABASE_URL": postgres.url,
-                "REDIS_URL": redis.url,
-                **pair.settings(),
-                # The bench measures cost, not throttling: never refuse.
-                "LOGIN_MAX_FAILURES_PER_USERNAME": "1000000",
-                "LOGIN_MAX_FAILURES_PER_ADDRESS": "1000000",
-                "REGISTRATIONS_PER_ADDRESS_PER_HOUR": "1000000",
-                "DATABASE_POOL_MAX_SIZE": str(args.threads),
-                "LOG_LEVEL": "WARNING",
-            }
-            os.environ.update(env)
-            get_settings.cache_clear()
-
             hashing, verifying = _hash_costs(10)
             print(
                 f"argon2id in-process: hash {hashing * 1e3:.1f} ms, verify {verifying * 1e3:.1f} ms"
@@ -191,7 +167,6 @@ def main() -> int:
             server = subprocess.Popen(
                 [sys.executable, "-m", "whatschat.cli", "serve-api", "--host", "127.0.0.1",
                  "--port", str(port), "--threads", str(args.threads)],
-                env={**os.environ, **env},
             )  # fmt: skip
             embedded.wait_for_port(port, 60, server)
 
@@ -209,8 +184,8 @@ def main() -> int:
             print(
                 f"login over HTTP, {args.clients} clients, {len(latencies)} logins:"
                 f" {len(latencies) / wall:.1f} logins/s,"
-                f" p50 {_percentile(latencies, 0.5) * 1e3:.0f} ms,"
-                f" p99 {_percentile(latencies, 0.99) * 1e3:.0f} ms"
+                f" p50 {shared.percentile(latencies, 0.5) * 1e3:.0f} ms,"
+                f" p99 {shared.percentile(latencies, 0.99) * 1e3:.0f} ms"
             )
             wrong, unknown = _failure_latencies(port, users[0], args.failures)
             print(
@@ -223,8 +198,6 @@ def main() -> int:
             if server is not None:
                 server.terminate()
                 server.wait(15)
-            redis.stop()
-            postgres.stop()
     return 0
 
 

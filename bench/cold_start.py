@@ -42,7 +42,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -52,9 +51,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import shared  # noqa: E402
+
 from functions.routes import ROUTES, FunctionRoute  # noqa: E402
 from knative.render import load_scaling  # noqa: E402
-from whatschat import embedded, tokens  # noqa: E402
+from whatschat import embedded  # noqa: E402
 
 BIN = Path(sys.executable).parent
 FLOOR = "hello (floor)"
@@ -204,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     routes = [r for r in ROUTES if (ROOT / "functions" / f"{r.target}.py").exists()]
     missing = [r.target for r in ROUTES if r not in routes]
     scaling = load_scaling()
-    with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
-        folder = Path(tmp)
+    with shared.running("cold-start-", s3=True) as running:
+        folder = running.folder  # the hello modules go next to the servers' data
         (folder / "hello.py").write_text(HELLO)
         (folder / "hello_libraries.py").write_text(HELLO_LIBRARIES)
         send = next(r for r in routes if r.target == "send")
@@ -219,42 +220,16 @@ def main(argv: list[str] | None = None) -> int:
         }
         references = set(subjects)
         subjects.update({route.target: (route, OUR_SERVER) for route in routes})
-        pg = embedded.EmbeddedPostgres(folder / "postgres")
-        rd = embedded.EmbeddedRedis(folder / "redis")
-        s3 = embedded.EmbeddedS3()
-        for server in (pg, rd, s3):
-            server.start()
-        try:
-            pair = tokens.generate_key_pair("bench")
-            base_env = {
-                **os.environ,
-                "DATABASE_URL": pg.url,
-                "REDIS_URL": rd.url,
-                "S3_ENDPOINT_URL": s3.url,
-                "S3_ACCESS_KEY_ID": s3.access_key_id,
-                "S3_SECRET_ACCESS_KEY": s3.secret_access_key,
-                "S3_BUCKET": "whatschat-bench",
-                **pair.settings(),
-            }
-            os.environ.update({k: v for k, v in base_env.items() if k.isupper()})
-            from whatschat.config import get_settings
-            from whatschat.storage import migrations, objects
-
-            get_settings.cache_clear()
-            migrations.apply(pg.url)
-            objects.ensure_bucket()
-            samples: dict[str, list[float]] = {name: [] for name in subjects}
-            for round_number in range(1, args.rounds + 1):
-                print(f"round {round_number}/{args.rounds}", file=sys.stderr, flush=True)
-                for name, (subject, runner) in subjects.items():
-                    target = subject if isinstance(subject, str) else subject.target
-                    deployed = scaling.get(target)
-                    workers, threads = (deployed.workers, deployed.threads) if deployed else (1, 8)
-                    env = {**base_env, "WORKERS": str(workers), "THREADS": str(threads)}
-                    samples[name].append(measure(subject, folder, env, runner))
-        finally:
-            for server in (s3, rd, pg):
-                server.stop()
+        base_env = dict(os.environ)
+        samples: dict[str, list[float]] = {name: [] for name in subjects}
+        for round_number in range(1, args.rounds + 1):
+            print(f"round {round_number}/{args.rounds}", file=sys.stderr, flush=True)
+            for name, (subject, runner) in subjects.items():
+                target = subject if isinstance(subject, str) else subject.target
+                deployed = scaling.get(target)
+                workers, threads = (deployed.workers, deployed.threads) if deployed else (1, 8)
+                env = {**base_env, "WORKERS": str(workers), "THREADS": str(threads)}
+                samples[name].append(measure(subject, folder, env, runner))
 
     floor = statistics.median(samples[FLOOR])
     libraries = statistics.median(samples[LIBRARIES])

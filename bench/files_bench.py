@@ -1,6 +1,7 @@
 """Latency of each step of an upload and a download, by file size.
 
-Starts its own embedded PostgreSQL and moto S3 server, loads the ``uploads``
+Starts its own embedded PostgreSQL, Redis (the per-user request limit) and
+moto S3 server (``bench/shared.py``), loads the ``uploads``
 and ``downloads`` functions through functions-framework's ``create_app`` (as
 their containers do) and, for each size, repeats the whole flow: request an
 upload, POST the file to S3, complete it (HEAD, server-side copy, ranged GET,
@@ -20,18 +21,17 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import functions_framework
 import psycopg
 import requests
+import shared
+from werkzeug.test import Client
 
-from whatschat import embedded, tokens
-from whatschat.config import get_settings
+from whatschat import http_server, tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_HEADER = b"\x89PNG\r\n\x1a\n"
@@ -39,10 +39,9 @@ SIZES = {"1 KiB": 1024, "1 MiB": 1024 * 1024, "10 MiB": 10 * 1024 * 1024}
 STEPS = ("request", "s3 post", "complete", "download link", "s3 get")
 
 
-def _app(target: str) -> Any:
-    return functions_framework.create_app(  # type: ignore[no-untyped-call]
-        target=target, source=str(ROOT / "functions" / f"{target}.py"), signature_type="http"
-    ).test_client()
+def _app(target: str) -> Client:
+    """A test client of the function's app, built as its container builds it."""
+    return Client(http_server.function_app(target, str(ROOT / "functions" / f"{target}.py")))
 
 
 def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
@@ -86,64 +85,40 @@ def main() -> int:
     args = parser.parse_args()
     rounds = max(1, min(args.rounds, 200))
 
-    with tempfile.TemporaryDirectory(prefix="files-bench-") as tmp:
-        pg = embedded.EmbeddedPostgres(Path(tmp) / "pg")
-        s3 = embedded.EmbeddedS3()
-        pg.start()
-        s3.start()
-        try:
-            pair = tokens.generate_key_pair("bench")
-            os.environ.update(
-                DATABASE_URL=pg.url,
-                S3_ENDPOINT_URL=s3.url,
-                S3_ACCESS_KEY_ID=s3.access_key_id,
-                S3_SECRET_ACCESS_KEY=s3.secret_access_key,
-                S3_BUCKET="bench-files",
-                **pair.settings(),
-                MAX_UPLOAD_BYTES=str(max(SIZES.values())),
+    with shared.running(
+        "files-bench-", s3=True, MAX_UPLOAD_BYTES=str(max(SIZES.values()))
+    ) as running:
+        with psycopg.connect(running.env["DATABASE_URL"], autocommit=True) as db:
+            user = db.execute(
+                "INSERT INTO users (username, display_name, password_hash)"
+                " VALUES ('bench', 'Bench', 'x') RETURNING id"
+            ).fetchone()[0]  # type: ignore[index]
+            chat = db.execute(
+                "INSERT INTO conversations (kind, title, created_by)"
+                " VALUES ('group', 'bench', %s) RETURNING id",
+                (user,),
+            ).fetchone()[0]  # type: ignore[index]
+            db.execute(
+                "INSERT INTO members (conversation_id, user_id) VALUES (%s, %s)", (chat, user)
             )
-            get_settings.cache_clear()
-            from whatschat.storage import migrations, objects
+        token, _ = tokens.issue_access_token(user, "bench")
+        auth = {"Authorization": f"Bearer {token}"}
+        uploads, downloads = _app("uploads"), _app("downloads")
+        _flow(uploads, downloads, auth, chat, PNG_HEADER + b"\0" * 100)  # warm up
 
-            migrations.apply(pg.url)
-            objects.ensure_bucket()
-            with psycopg.connect(pg.url, autocommit=True) as db:
-                user = db.execute(
-                    "INSERT INTO users (username, display_name, password_hash)"
-                    " VALUES ('bench', 'Bench', 'x') RETURNING id"
-                ).fetchone()[0]
-                chat = db.execute(
-                    "INSERT INTO conversations (kind, title, created_by)"
-                    " VALUES ('group', 'bench', %s) RETURNING id",
-                    (user,),
-                ).fetchone()[0]
-                db.execute(
-                    "INSERT INTO members (conversation_id, user_id) VALUES (%s, %s)", (chat, user)
-                )
-            token, _ = tokens.issue_access_token(user, "bench")
-            auth = {"Authorization": f"Bearer {token}"}
-            uploads, downloads = _app("uploads"), _app("downloads")
-            _flow(uploads, downloads, auth, chat, PNG_HEADER + b"\0" * 100)  # warm up
-
-            print(f"files bench: {rounds} flows per size; {platform.python_version()},")
-            print(f"{os.cpu_count()} CPUs; moto S3 server and PostgreSQL on 127.0.0.1")
-            print("median / p90 in milliseconds")
-            print(f"{'size':>8} | " + " | ".join(f"{step:>15}" for step in STEPS))
-            for label, size in SIZES.items():
-                data = PNG_HEADER + os.urandom(size - len(PNG_HEADER))
-                runs = [_flow(uploads, downloads, auth, chat, data) for _ in range(rounds)]
-                cells = []
-                for index in range(len(STEPS)):
-                    values = sorted(run[index] * 1000 for run in runs)
-                    p90 = values[min(len(values) - 1, round(0.9 * (len(values) - 1)))]
-                    cells.append(f"{statistics.median(values):6.1f} / {p90:6.1f}")
-                print(f"{label:>8} | " + " | ".join(f"{cell:>15}" for cell in cells))
-        finally:
-            from whatschat.storage import database
-
-            database.close_pools()
-            s3.stop()
-            pg.stop()
+        print(f"files bench: {rounds} flows per size; {platform.python_version()},")
+        print(f"{os.cpu_count()} CPUs; moto S3 server and PostgreSQL on 127.0.0.1")
+        print("median / p90 in milliseconds")
+        print(f"{'size':>8} | " + " | ".join(f"{step:>15}" for step in STEPS))
+        for label, size in SIZES.items():
+            data = PNG_HEADER + os.urandom(size - len(PNG_HEADER))
+            runs = [_flow(uploads, downloads, auth, chat, data) for _ in range(rounds)]
+            cells = []
+            for index in range(len(STEPS)):
+                values = [run[index] * 1000 for run in runs]
+                p90 = shared.percentile(values, 0.9)
+                cells.append(f"{statistics.median(values):6.1f} / {p90:6.1f}")
+            print(f"{label:>8} | " + " | ".join(f"{cell:>15}" for cell in cells))
     return 0
 
 

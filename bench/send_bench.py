@@ -26,14 +26,11 @@ Figures are recorded in docs/messaging.md (benchmark).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import re
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -49,17 +46,13 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import shared  # noqa: E402
+
 from knative.render import load_scaling  # noqa: E402
 from whatschat import embedded, events, tokens  # noqa: E402
-from whatschat.config import get_settings  # noqa: E402
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def _run(
+def run_clients(
     clients: int, per_client: int, make_sender: Callable[[int], Callable[[int], None]]
 ) -> tuple[list[float], float]:
     """``clients`` threads each calling their sender ``per_client`` times;
@@ -142,7 +135,7 @@ def _request_head(token: str | None) -> bytes:
     ).encode()
 
 
-def _http_sender(
+def http_sender(
     port: int, token: str, conversations: list[int], tag: str
 ) -> Callable[[int], Callable[[int], None]]:
     def make(index: int) -> Callable[[int], None]:
@@ -167,7 +160,7 @@ def _http_sender(
     return make
 
 
-def _rejected_sender(port: int, token: str | None) -> Callable[[int], Callable[[int], None]]:
+def rejected_sender(port: int, token: str | None) -> Callable[[int], Callable[[int], None]]:
     """POST /v1/messages answered with a problem before any database work."""
 
     def make(index: int) -> Callable[[int], None]:
@@ -234,13 +227,6 @@ def _floor_sender(
     return make
 
 
-def machine_line() -> str:
-    return (
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python"
-        f" {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
-
-
 def seed(db: psycopg.Connection[Any], groups: dict[str, int]) -> tuple[int, dict[str, list[int]]]:
     """Two users (bench_a sends) and, per group name, that many direct
     conversations of theirs; bench_a's id and each group's conversation ids."""
@@ -270,9 +256,10 @@ def seed(db: psycopg.Connection[Any], groups: dict[str, int]) -> tuple[int, dict
 
 def _line(name: str, latencies: list[float], wall: float) -> float:
     rate = len(latencies) / wall
+    p50, p99 = (shared.percentile(latencies, q) * 1e3 for q in (0.5, 0.99))
     print(
-        f"{name:<10} {len(latencies):>7} {rate:>10.0f} {_percentile(latencies, 0.5) * 1e3:>9.2f}"
-        f" {_percentile(latencies, 0.99) * 1e3:>9.2f} {statistics.mean(latencies) * 1e3:>9.2f}"
+        f"{name:<10} {len(latencies):>7} {rate:>10.0f} {p50:>9.2f} {p99:>9.2f}"
+        f" {statistics.mean(latencies) * 1e3:>9.2f}"
     )
     return rate
 
@@ -298,30 +285,17 @@ def main() -> int:
     args = parser.parse_args()
     per_client = args.messages // args.clients
 
-    print(machine_line())
-    with tempfile.TemporaryDirectory(prefix="send-bench-") as tmp:
-        postgres = embedded.EmbeddedPostgres(Path(tmp) / "postgres")
-        redis_server = embedded.EmbeddedRedis(Path(tmp) / "redis")
+    print(shared.machine_line())
+    with shared.running(
+        "send-bench-",
+        SEND_RATE_LIMIT="100000000",  # measure cost, not throttling
+        DATABASE_POOL_MAX_SIZE=str(max(deployed.database_pool, args.threads)),
+        LOG_LEVEL="WARNING",
+    ) as running:
+        database_url, redis_url = running.env["DATABASE_URL"], running.env["REDIS_URL"]
         server: subprocess.Popen[bytes] | None = None
         try:
-            postgres.start()
-            redis_server.start()
-            from whatschat.storage import migrations
-
-            migrations.apply(postgres.url)
-            pair = tokens.generate_key_pair("bench")
-            env = {
-                "DATABASE_URL": postgres.url,
-                "REDIS_URL": redis_server.url,
-                **pair.settings(),
-                "SEND_RATE_LIMIT": "100000000",  # measure cost, not throttling
-                "DATABASE_POOL_MAX_SIZE": str(max(deployed.database_pool, args.threads)),
-                "LOG_LEVEL": "WARNING",
-            }
-            os.environ.update(env)
-            get_settings.cache_clear()
-
-            with psycopg.connect(postgres.url, autocommit=True) as db:
+            with psycopg.connect(database_url, autocommit=True) as db:
                 # Per layout and phase, its own conversations: "spread" has
                 # one per sender, "hot" a single one.
                 user_id, created = seed(
@@ -343,16 +317,15 @@ def main() -> int:
                 [sys.executable, "-m", "whatschat.cli", "serve-api", "--host", "127.0.0.1",
                  "--port", str(port), "--threads", str(args.threads),
                  "--workers", str(args.workers)],
-                env={**os.environ, **env},
             )  # fmt: skip
             embedded.wait_for_port(port, 60, server)
 
             def function_phase(where: list[int], count: int, tag: str) -> tuple[list[float], float]:
-                return _run(args.clients, count, _http_sender(port, token, where, tag))
+                return run_clients(args.clients, count, http_sender(port, token, where, tag))
 
             def floor_phase(where: list[int], count: int, tag: str) -> tuple[list[float], float]:
-                sender = _floor_sender(postgres.url, redis_server.url, user_id, where, f"f{tag}")
-                return _run(args.clients, count, sender)
+                sender = _floor_sender(database_url, redis_url, user_id, where, f"f{tag}")
+                return run_clients(args.clients, count, sender)
 
             # Warm up both paths (function loading, pools, prepared statements).
             function_phase(layouts["spread"]["function"], 20, "warm")
@@ -366,8 +339,8 @@ def main() -> int:
             print(f"{'request':<10} {'reqs':>7} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}", end="")
             print(f" {'mean ms':>9}")
             for name, auth in (("401", None), ("422+token", token)):
-                _run(args.clients, 20, _rejected_sender(port, auth))
-                _line(name, *_run(args.clients, per_client, _rejected_sender(port, auth)))
+                run_clients(args.clients, 20, rejected_sender(port, auth))
+                _line(name, *run_clients(args.clients, per_client, rejected_sender(port, auth)))
             for layout, where in layouts.items():
                 described = (
                     "one conversation per sender" if layout == "spread" else "one hot conversation"
@@ -399,8 +372,6 @@ def main() -> int:
             if server is not None:
                 server.terminate()
                 server.wait(15)
-            redis_server.stop()
-            postgres.stop()
     return 0
 
 

@@ -23,11 +23,9 @@ server").
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import send_bench  # noqa: E402
+import shared  # noqa: E402
 
 from knative.render import load_scaling  # noqa: E402
 from whatschat import embedded, tokens  # noqa: E402
-from whatschat.storage import migrations  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SERVERS = ("gunicorn", "granian")
@@ -73,54 +71,44 @@ def main() -> int:
     args = parser.parse_args()
     per_client = args.requests // args.clients
 
-    print(send_bench.machine_line())
+    print(shared.machine_line())
     print(
         f"send function, {deployed.workers} process(es) x {deployed.threads} threads,"
         f" {args.clients} concurrent keep-alive clients, {args.requests} requests each"
     )
-    with tempfile.TemporaryDirectory(prefix="server-bench-") as tmp:
-        postgres = embedded.EmbeddedPostgres(Path(tmp) / "postgres")
-        redis_server = embedded.EmbeddedRedis(Path(tmp) / "redis")
+    with shared.running(
+        "server-bench-",
+        SEND_RATE_LIMIT="100000000",  # measure cost, not throttling
+        DATABASE_POOL_MAX_SIZE=str(max(deployed.database_pool, deployed.threads)),
+        WORKERS=str(deployed.workers),
+        THREADS=str(deployed.threads),
+        LOG_LEVEL="WARNING",
+    ) as running:
         processes: list[subprocess.Popen[bytes]] = []
         try:
-            postgres.start()
-            redis_server.start()
-            migrations.apply(postgres.url)
-            env = {
-                **os.environ,
-                "DATABASE_URL": postgres.url,
-                "REDIS_URL": redis_server.url,
-                **tokens.generate_key_pair("bench").settings(),
-                "SEND_RATE_LIMIT": "100000000",  # measure cost, not throttling
-                "DATABASE_POOL_MAX_SIZE": str(max(deployed.database_pool, deployed.threads)),
-                "WORKERS": str(deployed.workers),
-                "THREADS": str(deployed.threads),
-                "LOG_LEVEL": "WARNING",
-            }
-            os.environ.update(env)
-            with psycopg.connect(postgres.url, autocommit=True) as db:
+            with psycopg.connect(running.env["DATABASE_URL"], autocommit=True) as db:
                 user_id, conversations = send_bench.seed(db, {s: args.clients for s in SERVERS})
             token, _ = tokens.issue_access_token(user_id, "bench_a")
 
             ports = {}
             for server in SERVERS:
                 ports[server] = embedded.free_port()
-                processes.append(subprocess.Popen(_command(server, ports[server]), env=env))
+                processes.append(subprocess.Popen(_command(server, ports[server])))
                 embedded.wait_for_port(ports[server], 60, processes[-1])
 
             def kinds(server: str, tag: str) -> dict[str, Callable[[int], Callable[[int], None]]]:
                 port = ports[server]
                 return {
-                    "401": send_bench._rejected_sender(port, None),
-                    "422+token": send_bench._rejected_sender(port, token),
-                    "send 201": send_bench._http_sender(
+                    "401": send_bench.rejected_sender(port, None),
+                    "422+token": send_bench.rejected_sender(port, token),
+                    "send 201": send_bench.http_sender(
                         port, token, conversations[server], f"{server}-{tag}"
                     ),
                 }
 
             for server in SERVERS:  # warm up: load, pools, prepared statements
                 for sender in kinds(server, "warm").values():
-                    send_bench._run(args.clients, 20, sender)
+                    send_bench.run_clients(args.clients, 20, sender)
 
             rates: dict[tuple[str, str], list[float]] = {}
             for round_ in range(args.rounds):
@@ -129,13 +117,13 @@ def main() -> int:
                 order = SERVERS if round_ % 2 == 0 else SERVERS[::-1]
                 for server in order:
                     for kind, sender in kinds(server, f"r{round_}").items():
-                        latencies, wall = send_bench._run(args.clients, per_client, sender)
+                        latencies, wall = send_bench.run_clients(args.clients, per_client, sender)
                         rate = len(latencies) / wall
                         rates.setdefault((server, kind), []).append(rate)
                         print(
                             f"{server:<10} {kind:<10} {rate:8.0f}"
-                            f" {send_bench._percentile(latencies, 0.5) * 1e3:8.2f}"
-                            f" {send_bench._percentile(latencies, 0.99) * 1e3:8.2f}"
+                            f" {shared.percentile(latencies, 0.5) * 1e3:8.2f}"
+                            f" {shared.percentile(latencies, 0.99) * 1e3:8.2f}"
                         )
             print(f"\nmedian over {args.rounds} rounds (requests/s)")
             print(f"{'request':<10} {'gunicorn':>9} {'granian':>9} {'ratio':>6}")
@@ -148,8 +136,6 @@ def main() -> int:
             for process in processes:
                 process.terminate()
                 process.wait(15)
-            redis_server.stop()
-            postgres.stop()
     return 0
 
 
