@@ -169,3 +169,25 @@ def function_client(stack: Stack) -> Callable[[str], Any]:
         return app.test_client()
 
     return make
+
+
+@pytest.fixture
+def own_redis(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[embedded.EmbeddedRedis]:
+    """A Redis of this test's own, which the test may stop and start; the
+    settings point at it (with a short timeout) until the test ends."""
+    from whatschat.storage import redis_client
+
+    server = embedded.EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    monkeypatch.setenv("REDIS_URL", server.url)
+    monkeypatch.setenv("REDIS_TIMEOUT_SECONDS", "0.5")
+    get_settings.cache_clear()
+    try:
+        yield server
+    finally:
+        server.kill()
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        redis_client.client()  # reconnect the shared client to the session's Redis

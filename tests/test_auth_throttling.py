@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from tests.auth_fixtures import (
     register,
 )
 from whatschat import auth_throttle, embedded, ratelimit
-from whatschat.config import get_settings
 from whatschat.storage import redis_client
 
 # Shared fixtures (tests/auth_fixtures.py), made fixtures of this module.
@@ -111,23 +109,6 @@ def test_throttling_expires_with_its_window(
     assert 1 <= retry_after <= window
     time.sleep(retry_after)
     assert login(clients["login"], "frank").status_code == 200
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[embedded.EmbeddedRedis]:
-    """A Redis of this test's own, which the test may stop; settings point at it."""
-    server = embedded.EmbeddedRedis(tmp_path / "redis")
-    server.start()
-    monkeypatch.setenv("REDIS_URL", server.url)
-    monkeypatch.setenv("REDIS_TIMEOUT_SECONDS", "0.5")
-    get_settings.cache_clear()
-    try:
-        yield server
-    finally:
-        server.kill()
-        monkeypatch.undo()
-        get_settings.cache_clear()
-        redis_client.client()  # reconnect the shared client to the session's Redis
 
 
 def test_with_redis_down_logins_work_and_failures_are_counted_locally(

@@ -7,8 +7,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -39,18 +38,12 @@ def _fire_sweeper(function_client: Callable[[str], Any]) -> None:
 
 @pytest.fixture
 def own_redis(
-    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[embedded.EmbeddedRedis]:
-    """A Redis of this test's own, so stopping it disturbs nothing else."""
-    server = embedded.EmbeddedRedis(tmp_path / "redis")
-    server.start()
-    monkeypatch.setenv("REDIS_URL", server.url)
+    own_redis: embedded.EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> embedded.EmbeddedRedis:
+    """conftest's own Redis, with the sweeper taking rows of any age."""
     monkeypatch.setenv("OUTBOX_SWEEP_MIN_AGE_SECONDS", "0")
     get_settings.cache_clear()
-    yield server
-    server.stop()
-    monkeypatch.undo()
-    get_settings.cache_clear()
+    return own_redis
 
 
 @pytest.mark.slow
