@@ -20,7 +20,6 @@ import argparse
 import http.client
 import json
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 import shared
 
-from whatschat import embedded, tokens
+from whatschat import tokens
 from whatschat.config import get_settings
 
 PASSWORD = "correct horse battery"
@@ -154,22 +153,14 @@ def main() -> int:
         DATABASE_POOL_MAX_SIZE=str(args.threads),
         LOG_LEVEL="WARNING",
     ):
-        server: subprocess.Popen[bytes] | None = None
-        try:
-            hashing, verifying = _hash_costs(10)
-            print(
-                f"argon2id in-process: hash {hashing * 1e3:.1f} ms, verify {verifying * 1e3:.1f} ms"
-            )
-            verify_us, issue_us = _verify_cost(args.verifications)
-            print(f"access token: verify {verify_us:.1f} us/request, issue {issue_us:.1f} us")
-
-            port = embedded.free_port()
-            server = subprocess.Popen(
-                [sys.executable, "-m", "whatschat.cli", "serve-api", "--host", "127.0.0.1",
-                 "--port", str(port), "--threads", str(args.threads)],
-            )  # fmt: skip
-            embedded.wait_for_port(port, 60, server)
-
+        hashing, verifying = _hash_costs(10)
+        print(f"argon2id in-process: hash {hashing * 1e3:.1f} ms, verify {verifying * 1e3:.1f} ms")
+        verify_us, issue_us = _verify_cost(args.verifications)
+        print(f"access token: verify {verify_us:.1f} us/request, issue {issue_us:.1f} us")
+        with shared.serving(
+            [sys.executable, "-m", "whatschat.cli", "serve-api", "--host", "127.0.0.1",
+             "--threads", str(args.threads)]
+        ) as port:  # fmt: skip
             users = [f"bench{i}" for i in range(args.clients)]
             api = Api(port)
             for name in users:
@@ -194,10 +185,6 @@ def main() -> int:
                 f" unknown user median {statistics.median(unknown) * 1e3:.1f} ms"
                 f" (ratio {statistics.median(unknown) / statistics.median(wrong):.2f})"
             )
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(15)
     return 0
 
 

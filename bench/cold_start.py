@@ -164,12 +164,7 @@ def measure(
                 raise TimeoutError(f"{target}: no response in 60 s")
             time.sleep(0.003)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        embedded.stop_process(process, signal.SIGTERM, 15)
 
 
 def why(target: str) -> None:

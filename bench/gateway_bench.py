@@ -384,12 +384,9 @@ class System:
         time.sleep(1.0)
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        from whatschat import embedded
+
+        embedded.stop_process(self.process, signal.SIGTERM, 20)
 
 
 class Bench:

@@ -29,7 +29,6 @@ import argparse
 import re
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -49,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 import shared  # noqa: E402
 
 from knative.render import load_scaling  # noqa: E402
-from whatschat import embedded, events, tokens  # noqa: E402
+from whatschat import events, tokens  # noqa: E402
 
 
 def run_clients(
@@ -293,32 +292,26 @@ def main() -> int:
         LOG_LEVEL="WARNING",
     ) as running:
         database_url, redis_url = running.env["DATABASE_URL"], running.env["REDIS_URL"]
-        server: subprocess.Popen[bytes] | None = None
-        try:
-            with psycopg.connect(database_url, autocommit=True) as db:
-                # Per layout and phase, its own conversations: "spread" has
-                # one per sender, "hot" a single one.
-                user_id, created = seed(
-                    db,
-                    {
-                        f"{layout}:{phase}": count
-                        for layout, count in (("spread", args.clients), ("hot", 1))
-                        for phase in ("function", "floor")
-                    },
-                )
-            layouts = {
-                layout: {phase: created[f"{layout}:{phase}"] for phase in ("function", "floor")}
-                for layout in ("spread", "hot")
-            }
-            token, _ = tokens.issue_access_token(user_id, "bench_a")
-
-            port = embedded.free_port()
-            server = subprocess.Popen(
-                [sys.executable, "-m", "whatschat.cli", "serve-api", "--host", "127.0.0.1",
-                 "--port", str(port), "--threads", str(args.threads),
-                 "--workers", str(args.workers)],
-            )  # fmt: skip
-            embedded.wait_for_port(port, 60, server)
+        with psycopg.connect(database_url, autocommit=True) as db:
+            # Per layout and phase, its own conversations: "spread" has
+            # one per sender, "hot" a single one.
+            user_id, created = seed(
+                db,
+                {
+                    f"{layout}:{phase}": count
+                    for layout, count in (("spread", args.clients), ("hot", 1))
+                    for phase in ("function", "floor")
+                },
+            )
+        layouts = {
+            layout: {phase: created[f"{layout}:{phase}"] for phase in ("function", "floor")}
+            for layout in ("spread", "hot")
+        }
+        token, _ = tokens.issue_access_token(user_id, "bench_a")
+        with shared.serving(
+            [sys.executable, "-m", "whatschat.cli", "serve-api", "--host", "127.0.0.1",
+             "--threads", str(args.threads), "--workers", str(args.workers)]
+        ) as port:  # fmt: skip
 
             def function_phase(where: list[int], count: int, tag: str) -> tuple[list[float], float]:
                 return run_clients(args.clients, count, http_sender(port, token, where, tag))
@@ -368,10 +361,6 @@ def main() -> int:
                 median = statistics.median(ratios)
                 print(f"{layout}: median ratio function/floor {median:.2f}")
             print(f"({datetime.now(UTC):%Y-%m-%d})")
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(15)
     return 0
 
 

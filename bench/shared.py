@@ -4,13 +4,16 @@ says which machine measured, and percentiles.
 :func:`running` starts embedded PostgreSQL (migrated), and Redis and S3 (its
 bucket created) when asked, in a temporary folder; puts their settings and a
 fresh token key pair in this process's environment, so every server a bench
-starts inherits them; and stops everything on the way out.
+starts inherits them; and stops everything on the way out. :func:`serving`
+runs a server under test on a free port for the length of a block.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -84,3 +87,16 @@ def running(
         if s3:
             objects.ensure_bucket()
         yield Servers(folder, postgres, redis_server, s3_server, env)
+
+
+@contextmanager
+def serving(command: list[str]) -> Iterator[int]:
+    """``command`` (a server that takes ``--port``) listening on a free port
+    until the block ends; yields the port."""
+    port = embedded.free_port()
+    process = subprocess.Popen([*command, "--port", str(port)])
+    try:
+        embedded.wait_for_port(port, 60, process)
+        yield port
+    finally:
+        embedded.stop_process(process, signal.SIGTERM, 15)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from whatschat.embedded import free_port, wait_for_port
+from whatschat.embedded import free_port, stop_process, wait_for_port
 
 BIN = Path(sys.executable).parent
 
@@ -78,13 +78,7 @@ def _serve(
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()  # the server stops its worker itself
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    stop_process(process, signal.SIGTERM, 20)  # SIGTERM: the server stops its worker itself
 
 
 def _workers(process: subprocess.Popen[bytes]) -> list[int]:

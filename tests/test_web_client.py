@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from whatschat import embedded
 from whatschat.embedded import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -110,12 +111,7 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
             time.sleep(0.2)
         yield json.loads(ready.read_text())
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        embedded.stop_process(process, signal.SIGINT, 20)
         log.close()
 
 

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 # PostgreSQL refuses to run as root; as root we run it as this system user.
 _POSTGRES_SYSTEM_USER = "whatschat-pg"
@@ -75,7 +75,10 @@ class PortRetry:
                 self.port = free_port()
 
 
-def _stop(process: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:
+def stop_process(
+    process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> None:
+    """Send ``sig`` and wait up to ``timeout`` seconds; kill if still running."""
     if process is None or process.poll() is not None:
         return
     process.send_signal(sig)
@@ -220,11 +223,11 @@ class EmbeddedPostgres(PortRetry):
 
     def stop(self, timeout: float = 10.0) -> None:
         """Fast shutdown (SIGINT): roll back open transactions, checkpoint, exit."""
-        _stop(self.process, signal.SIGINT, timeout)
+        stop_process(self.process, signal.SIGINT, timeout)
 
     def kill(self) -> None:
         """SIGKILL the postmaster (failure tests)."""
-        _stop(self.process, signal.SIGKILL, 5)
+        stop_process(self.process, signal.SIGKILL, 5)
 
     def make_replica(self, data_dir: Path, port: int = 0) -> EmbeddedPostgres:
         """A streaming replica of this running server, built with pg_basebackup.
@@ -306,10 +309,10 @@ class EmbeddedRedis(PortRetry):
         wait_for_port(self.port, timeout, self.process)
 
     def stop(self, timeout: float = 10.0) -> None:
-        _stop(self.process, signal.SIGTERM, timeout)
+        stop_process(self.process, signal.SIGTERM, timeout)
 
     def kill(self) -> None:
-        _stop(self.process, signal.SIGKILL, 5)
+        stop_process(self.process, signal.SIGKILL, 5)
 
 
 class EmbeddedS3(PortRetry):
@@ -340,4 +343,4 @@ class EmbeddedS3(PortRetry):
         wait_for_port(self.port, timeout, self.process)
 
     def stop(self, timeout: float = 10.0) -> None:
-        _stop(self.process, signal.SIGTERM, timeout)
+        stop_process(self.process, signal.SIGTERM, timeout)
