@@ -35,15 +35,9 @@ def auth_env(clean_db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture
-def auth_settings(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Change settings for one test: ``auth_settings(LOGIN_MAX_FAILURES_PER_USERNAME="3")``."""
-
-    def apply(**values: str) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-
-    return apply
+def auth_settings(settings: Callable[..., None]) -> Callable[..., None]:
+    """conftest's ``settings``: ``auth_settings(LOGIN_MAX_FAILURES_PER_USERNAME="3")``."""
+    return settings
 
 
 def count_rows(db: psycopg.Connection[Any]) -> dict[str, int]:

@@ -191,3 +191,18 @@ def own_redis(
         monkeypatch.undo()
         get_settings.cache_clear()
         redis_client.client()  # reconnect the shared client to the session's Redis
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Change settings for one test: ``settings(MAX_PAGE_SIZE="4")``. The
+    environment and the cached settings are restored after it."""
+
+    def apply(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield apply
+    monkeypatch.undo()
+    get_settings.cache_clear()

@@ -51,14 +51,6 @@ def fresh_bucket(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
 
 
 @pytest.fixture
-def file_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
-    """Change settings for one test: ``file_settings(ORPHAN_GRACE_SECONDS="0")``."""
-
-    def apply(**values: str) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-
-    yield apply
-    monkeypatch.undo()
-    get_settings.cache_clear()
+def file_settings(settings: Callable[..., None]) -> Callable[..., None]:
+    """conftest's ``settings``: ``file_settings(ORPHAN_GRACE_SECONDS="0")``."""
+    return settings

@@ -73,9 +73,8 @@ def test_create_is_one_transaction_with_a_system_message_and_events(
 
 
 @pytest.fixture
-def groups_of_three(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MAX_GROUP_MEMBERS", "3")
-    get_settings.cache_clear()
+def groups_of_three(settings: Callable[..., None]) -> None:
+    settings(MAX_GROUP_MEMBERS="3")
 
 
 def test_bad_creates_write_nothing(

@@ -38,9 +38,8 @@ def test_pages_forward_and_backward(chat: Chat, make_user: Callable[..., AppUser
 
 
 @pytest.fixture
-def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MAX_PAGE_SIZE", "4")
-    get_settings.cache_clear()
+def small_pages(settings: Callable[..., None]) -> None:
+    settings(MAX_PAGE_SIZE="4")
 
 
 def test_page_size_is_capped(

@@ -199,10 +199,8 @@ def test_non_members_get_404_and_nothing_is_written(
 
 
 @pytest.fixture
-def tight_send_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEND_RATE_LIMIT", "3")
-    monkeypatch.setenv("SEND_RATE_WINDOW_SECONDS", "60")
-    get_settings.cache_clear()
+def tight_send_limit(settings: Callable[..., None]) -> None:
+    settings(SEND_RATE_LIMIT="3", SEND_RATE_WINDOW_SECONDS="60")
 
 
 def test_sending_too_fast_is_429_with_retry_after(

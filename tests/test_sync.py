@@ -66,9 +66,8 @@ def test_missed_messages_joined_left_and_unknown(
 
 
 @pytest.fixture
-def short_sync(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SYNC_MESSAGES_PER_CONVERSATION", "3")
-    get_settings.cache_clear()
+def short_sync(settings: Callable[..., None]) -> None:
+    settings(SYNC_MESSAGES_PER_CONVERSATION="3")
 
 
 def test_too_far_behind_says_page_with_history(
